@@ -1,0 +1,60 @@
+"""CapsNet losses. Each returns one value per example; the caller averages."""
+import jax
+import jax.numpy as jnp
+
+
+def margin_loss(lengths: jax.Array, labels: jax.Array, *,
+                m_plus: float = 0.9, m_minus: float = 0.1,
+                lambda_: float = 0.5) -> jax.Array:
+  """Margin loss of Eq. 4, summed over classes.
+
+    L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2
+
+  Args:
+    lengths: `[batch, num_classes]` capsule lengths |v_k|.
+    labels: either integer class indices `[batch]`, or targets T
+      `[batch, num_classes]` (one-hot, or multi-hot when several classes are
+      present, as in the paper's MultiMNIST).
+    m_plus: the length a present class's capsule should exceed (0.9).
+    m_minus: the length an absent class's capsule should stay under (0.1).
+    lambda_: down-weighting of the absent-class term (0.5).
+
+  Returns:
+    `[batch]`, the loss of each example.
+  """
+  if labels.shape == lengths.shape[:-1]:
+    targets = jax.nn.one_hot(labels, lengths.shape[-1], dtype=lengths.dtype)
+  elif labels.shape == lengths.shape:
+    targets = labels.astype(lengths.dtype)
+  else:
+    raise ValueError(
+        f'labels must be class indices of shape {lengths.shape[:-1]} or targets '
+        f'of shape {lengths.shape} to match lengths, got shape {labels.shape}.')
+  present = targets * jnp.square(jax.nn.relu(m_plus - lengths))
+  absent = lambda_ * (1.0 - targets) * jnp.square(jax.nn.relu(lengths - m_minus))
+  return jnp.sum(present + absent, axis=-1)
+
+
+def reconstruction_loss(reconstructions: jax.Array,
+                        images: jax.Array) -> jax.Array:
+  """Sum of squared pixel errors per example (Section 4.1).
+
+  The paper scales this by 0.0005 before adding it to the margin loss; that
+  weight belongs to the caller.
+
+  Args:
+    reconstructions: `[batch, ...]`, e.g. the decoder's `[batch, H*W*C]`.
+    images: `[batch, ...]`, e.g. `[batch, H, W, C]`, with the same number of
+      values per example as `reconstructions`.
+
+  Returns:
+    `[batch]`, the summed squared error of each example.
+  """
+  batch = images.shape[0]
+  if (reconstructions.shape[0] != batch
+      or reconstructions.size != images.size):
+    raise ValueError(
+        f'reconstructions {reconstructions.shape} and images {images.shape} '
+        f'must have the same batch size and values per example.')
+  diff = reconstructions.reshape(batch, -1) - images.reshape(batch, -1)
+  return jnp.sum(jnp.square(diff), axis=-1)

@@ -1,0 +1,87 @@
+"""Tests for capsjax.losses against loop transcriptions of the paper."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from capsjax import losses
+
+
+def loop_margin(lengths, targets, m_plus=0.9, m_minus=0.1, lam=0.5):
+  out = []
+  for row, t_row in zip(lengths, targets):
+    total = 0.0
+    for length, t in zip(row, t_row):
+      total += t * max(0.0, m_plus - length) ** 2
+      total += lam * (1 - t) * max(0.0, length - m_minus) ** 2
+    out.append(total)
+  return np.array(out)
+
+
+def random_lengths(seed, shape=(6, 10)):
+  return np.random.default_rng(seed).uniform(0.0, 1.0, size=shape).astype(np.float32)
+
+
+def test_margin_loss_matches_loop_with_integer_labels():
+  lengths = random_lengths(0)
+  labels = np.array([0, 3, 9, 3, 5, 1])
+  got = losses.margin_loss(lengths, labels)
+  assert got.shape == (6,)
+  np.testing.assert_allclose(got, loop_margin(lengths, np.eye(10)[labels]), rtol=1e-5)
+
+
+def test_margin_loss_configurable_constants():
+  lengths = random_lengths(1)
+  labels = np.arange(6)
+  got = losses.margin_loss(lengths, labels, m_plus=0.8, m_minus=0.3, lambda_=0.25)
+  expected = loop_margin(lengths, np.eye(10)[labels], 0.8, 0.3, 0.25)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_margin_loss_accepts_one_hot_and_multi_hot_targets():
+  lengths = random_lengths(2)
+  labels = np.array([1, 2, 3, 4, 5, 6])
+  np.testing.assert_allclose(losses.margin_loss(lengths, np.eye(10)[labels]),
+                             losses.margin_loss(lengths, labels), rtol=1e-6)
+  multi = np.zeros((6, 10))
+  multi[np.arange(6), labels] = 1
+  multi[np.arange(6), (labels + 4) % 10] = 1
+  np.testing.assert_allclose(losses.margin_loss(lengths, multi),
+                             loop_margin(lengths, multi), rtol=1e-5)
+
+
+def test_margin_loss_zero_when_margins_met():
+  lengths = np.full((2, 10), 0.05, np.float32)
+  lengths[0, 4] = lengths[1, 7] = 0.95
+  np.testing.assert_array_equal(losses.margin_loss(lengths, np.array([4, 7])), 0.0)
+
+
+def test_margin_loss_finite_gradient_at_zero_lengths():
+  g = jax.grad(lambda l: losses.margin_loss(l, jnp.array([1, 2])).sum())(
+      jnp.zeros((2, 10)))
+  assert np.all(np.isfinite(g))
+  # Only the present class pulls: d/dl (0.9 - l)^2 = -1.8 at l = 0.
+  np.testing.assert_allclose(g[0, 1], -1.8, rtol=1e-6)
+  assert g[0, 0] == 0.0
+
+
+def test_margin_loss_bad_label_shape():
+  with pytest.raises(ValueError, match='labels must be class indices'):
+    losses.margin_loss(jnp.zeros((4, 10)), jnp.zeros((5,), jnp.int32))
+
+
+def test_reconstruction_loss_matches_loop():
+  rng = np.random.default_rng(3)
+  images = rng.uniform(size=(3, 4, 4, 1)).astype(np.float32)
+  recon = rng.uniform(size=(3, 16)).astype(np.float32)
+  got = losses.reconstruction_loss(recon, images)
+  assert got.shape == (3,)
+  for b in range(3):
+    flat = images[b].reshape(-1)
+    expected = sum((float(recon[b, k]) - float(flat[k])) ** 2 for k in range(16))
+    assert float(got[b]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_reconstruction_loss_size_mismatch():
+  with pytest.raises(ValueError, match='same batch size and values per example'):
+    losses.reconstruction_loss(jnp.zeros((3, 15)), jnp.zeros((3, 4, 4, 1)))

@@ -1,0 +1,38 @@
+"""The README's code and commands are the ones that work."""
+import pathlib
+import re
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / 'README.md').read_text()
+
+
+def fenced_block(heading, lang):
+  """The first ```lang block under the '## heading' section of the README."""
+  section = README.split(f'## {heading}\n', 1)[1].split('\n## ', 1)[0]
+  match = re.search(rf'```{lang}\n(.*?)```', section, re.S)
+  assert match, f'no ```{lang} block under "## {heading}"'
+  return match.group(1)
+
+
+def test_routing_snippet_runs():
+  namespace = {}
+  exec(compile(fenced_block('Use the routing in your own model', 'python'),
+               'README.md', 'exec'), namespace)
+  assert namespace['c'].shape == (3, 1152, 10)
+  np.testing.assert_allclose(namespace['c'].sum(-1), 1.0, rtol=1e-5)
+  assert namespace['v'].shape == (10, 16)
+  assert np.isfinite(float(namespace['loss']))
+  grad_w = np.asarray(namespace['grad_w'])
+  assert grad_w.shape == (1152, 10, 16, 8)
+  assert np.all(np.isfinite(grad_w)) and np.any(grad_w != 0)
+
+
+def test_ci_runs_the_readme_test_command():
+  install_and_test = fenced_block('Install and test', 'bash').strip()
+  test_command = README.split('Run the tests:', 1)[1]
+  test_command = re.search(r'```bash\n(.*?)\n```', test_command, re.S).group(1)
+  ci_lines = (ROOT / '.ci' / 'run').read_text().splitlines()
+  assert install_and_test.startswith('pip install')
+  assert test_command in [line.strip() for line in ci_lines]
