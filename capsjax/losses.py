@@ -22,6 +22,7 @@ def margin_loss(lengths: jax.Array, labels: jax.Array, *,
   Returns:
     `[batch]`, the loss of each example.
   """
+  lengths, labels = jnp.asarray(lengths), jnp.asarray(labels)
   if labels.shape == lengths.shape[:-1]:
     targets = jax.nn.one_hot(labels, lengths.shape[-1], dtype=lengths.dtype)
   elif labels.shape == lengths.shape:
@@ -50,6 +51,7 @@ def reconstruction_loss(reconstructions: jax.Array,
   Returns:
     `[batch]`, the summed squared error of each example.
   """
+  reconstructions, images = jnp.asarray(reconstructions), jnp.asarray(images)
   batch = images.shape[0]
   if (reconstructions.shape[0] != batch
       or reconstructions.size != images.size):

@@ -68,6 +68,7 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
       `u_hat` is not rank 3.
   """
   num_iters = _check_num_iters(num_iters)
+  u_hat = jnp.asarray(u_hat)
   if u_hat.ndim != 3:
     raise ValueError(
         f'u_hat must have shape [num_in, num_out, dim_out] for one example, got '

@@ -85,3 +85,9 @@ def test_reconstruction_loss_matches_loop():
 def test_reconstruction_loss_size_mismatch():
   with pytest.raises(ValueError, match='same batch size and values per example'):
     losses.reconstruction_loss(jnp.zeros((3, 15)), jnp.zeros((3, 4, 4, 1)))
+
+
+def test_accepts_python_lists():
+  got = losses.margin_loss([[0.95, 0.05], [0.5, 0.5]], [0, 1])
+  np.testing.assert_allclose(got, [0.0, 0.5 * 0.4**2 + 0.4**2], rtol=1e-5)
+  np.testing.assert_allclose(losses.reconstruction_loss([[1.0, 2.0]], [[0.0, 0.0]]), [5.0])
