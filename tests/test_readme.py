@@ -34,5 +34,6 @@ def test_ci_runs_the_readme_test_command():
   test_command = README.split('Run the tests:', 1)[1]
   test_command = re.search(r'```bash\n(.*?)\n```', test_command, re.S).group(1)
   ci_lines = (ROOT / '.ci' / 'run').read_text().splitlines()
-  assert install_and_test.startswith('pip install')
-  assert test_command in [line.strip() for line in ci_lines]
+  ci_commands = [line.strip() for line in ci_lines]
+  assert install_and_test in ci_commands
+  assert test_command in ci_commands
