@@ -37,3 +37,15 @@ def test_ci_runs_the_readme_test_command():
   ci_commands = [line.strip() for line in ci_lines]
   assert install_and_test in ci_commands
   assert test_command in ci_commands
+
+
+def test_readme_commands_match_the_configs():
+  # Each config's docstring states its command; the README must agree.
+  quickstart = README.split('Train and evaluate the paper', 1)[1]
+  quickstart = re.search(r'```bash\n(.*?)\n```', quickstart, re.S).group(1)
+  assert quickstart in (ROOT / 'configs' / 'quickstart.py').read_text()
+  train_block = fenced_block('Train on MNIST and Fashion-MNIST', 'bash')
+  for name in ('mnist', 'fashion_mnist'):
+    command = re.search(rf'python -m capsjax.main --config=configs/{name}.py '
+                        rf'--workdir=\S+', train_block).group(0)
+    assert command in (ROOT / 'configs' / f'{name}.py').read_text()

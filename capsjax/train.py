@@ -1,0 +1,346 @@
+"""Training and evaluation: `train_and_evaluate(config, workdir)`.
+
+config -> input_pipeline -> model -> losses -> jitted steps -> checkpoints and
+metrics. Everything about a run lives in its workdir:
+
+  WORKDIR/config.json      the config of the latest invocation
+  WORKDIR/checkpoints/N/   orbax checkpoints (state + data-order metadata)
+  WORKDIR/metrics.jsonl    train and test metrics, one JSON object per line
+  WORKDIR/tensorboard/     the same metrics as TensorBoard event files
+  WORKDIR/summary.json     the final test metrics and throughput
+"""
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import tqdm
+
+from capsjax import checkpoints
+from capsjax import input_pipeline
+from capsjax import losses
+from capsjax import metric_writers
+from capsjax import models
+
+
+class ConfigError(ValueError):
+  """A config value or workdir that cannot work, with the fix in the message."""
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  positive = ['batch_size', 'eval_batch_size', 'num_train_steps',
+              'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps']
+  for name in positive:
+    value = config[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise ConfigError(f'config.{name} must be an int >= 1, got {value!r}; '
+                        f'set --config.{name}=N.')
+  iters = config.model.routing_iters
+  if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
+    raise ConfigError(f'config.model.routing_iters must be an int >= 1, got '
+                      f'{iters!r}; set --config.model.routing_iters=3.')
+
+
+def create_model(model_config: ml_collections.ConfigDict,
+                 dataset: input_pipeline.Dataset) -> models.CapsNet:
+  """The CapsNet of `model_config`, sized for `dataset`'s images and classes."""
+  return models.CapsNet(
+      num_classes=dataset.num_classes,
+      input_shape=tuple(dataset.image_shape),
+      routing_iters=model_config.routing_iters,
+      conv1_channels=model_config.conv1_channels,
+      conv1_kernel=model_config.conv1_kernel,
+      primary_types=model_config.primary_types,
+      primary_dim=model_config.primary_dim,
+      primary_kernel=model_config.primary_kernel,
+      primary_stride=model_config.primary_stride,
+      digit_dim=model_config.digit_dim,
+      decoder_hidden=tuple(model_config.decoder_hidden),
+      conv_impl=model_config.conv_impl)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """`learning_rate * lr_decay_rate ** floor(step / lr_decay_steps)`.
+
+  The paper's official code decays Adam's rate by 0.96 every 2,000 steps.
+  """
+  return optax.exponential_decay(
+      init_value=config.learning_rate, transition_steps=config.lr_decay_steps,
+      decay_rate=config.lr_decay_rate, staircase=True)
+
+
+def create_train_state(config: ml_collections.ConfigDict,
+                       model: models.CapsNet,
+                       rng: jax.Array) -> train_state.TrainState:
+  images = jnp.zeros((1, *model.input_shape), jnp.float32)
+  params = model.init(rng, images, jnp.zeros((1,), jnp.int32))['params']
+  tx = optax.adam(learning_rate_schedule(config))
+  return train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                       tx=tx)
+
+
+def _per_example_losses(outputs: models.CapsNetOutput, batch, loss_config):
+  margin = losses.margin_loss(
+      outputs.lengths, batch['label'], m_plus=loss_config.m_plus,
+      m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
+  if outputs.reconstructions is None:
+    recon = jnp.zeros_like(margin)
+  else:
+    recon = losses.reconstruction_loss(outputs.reconstructions, batch['image'])
+  total = margin + loss_config.reconstruction_weight * recon
+  correct = (jnp.argmax(outputs.lengths, -1) == batch['label'])
+  return {'loss': total, 'margin_loss': margin, 'reconstruction_loss': recon,
+          'accuracy': correct.astype(jnp.float32)}
+
+
+def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
+               loss_config: ml_collections.ConfigDict):
+  """One Adam step on the batch-mean loss. Returns `(state, metrics)`.
+
+  The decoder is masked by the true label (Section 4.1).
+  """
+  reconstruct = loss_config.reconstruction_weight > 0
+
+  def loss_fn(params):
+    outputs = state.apply_fn({'params': params}, batch['image'],
+                             batch['label'], reconstruct=reconstruct)
+    per_example = _per_example_losses(outputs, batch, loss_config)
+    means = jax.tree.map(jnp.mean, per_example)
+    return means['loss'], means
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  state = state.apply_gradients(grads=grads)
+  metrics['param_norm'] = optax.tree.norm(state.params)
+  return state, metrics
+
+
+def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
+              loss_config: ml_collections.ConfigDict):
+  """Sums of the per-example metrics over the real (mask = 1) examples.
+
+  The decoder is masked by the predicted class, as at test time in the paper.
+  """
+  reconstruct = loss_config.reconstruction_weight > 0
+  outputs = state.apply_fn({'params': state.params}, batch['image'],
+                           reconstruct=reconstruct)
+  per_example = _per_example_losses(outputs, batch, loss_config)
+  sums = jax.tree.map(lambda x: jnp.sum(x * batch['mask']), per_example)
+  sums['count'] = jnp.sum(batch['mask'])
+  return sums
+
+
+def evaluate(eval_step_fn, state, split: input_pipeline.Split,
+             batch_size: int) -> dict[str, float]:
+  """Mean metrics over the whole split, every example counted once."""
+  totals = None
+  for batch in input_pipeline.eval_batches(split, batch_size):
+    sums = eval_step_fn(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals.pop('count'))
+  metrics = {k: float(v) / count for k, v in totals.items()}
+  metrics['error_pct'] = 100.0 * (1.0 - metrics['accuracy'])
+  metrics['num_examples'] = count
+  return metrics
+
+
+def _prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'cannot write to workdir {workdir} ({e.strerror}); pass '
+                      f'a writable --workdir.') from None
+  return workdir
+
+
+def _write_json(path: str, obj: Any) -> None:
+  # Write then rename, so a crash never leaves a half-written file behind.
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> tuple[train_state.TrainState, dict]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Rerunning a finished run returns its summary without training; rerunning
+  with a larger `num_train_steps` continues to the new total.
+
+  Returns:
+    The final TrainState and the summary dict also written to
+    `WORKDIR/summary.json`: test_accuracy, test_error_pct, test_loss, steps,
+    train_images_per_s, wall_s (both over all invocations of the run),
+    num_params, dataset.
+  """
+  start_time = time.perf_counter()
+  _check_config(config)
+  workdir = _prepare_workdir(workdir)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  dataset = input_pipeline.load(config.dataset)
+  logging.info('Dataset %s: %d train, %d test, images %s, %d classes.',
+               dataset.name, dataset.train.num_examples,
+               dataset.test.num_examples, dataset.image_shape,
+               dataset.num_classes)
+  if config.batch_size > dataset.train.num_examples:
+    raise ConfigError(
+        f'batch_size {config.batch_size} is larger than the training split '
+        f'({dataset.train.num_examples} examples); lower --config.batch_size.')
+
+  model = create_model(config.model, dataset)
+  state = create_train_state(config, model, jax.random.key(config.seed))
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('CapsNet with %d parameters on %s.', num_params,
+               jax.devices()[0].platform)
+  model_config = config.model.to_dict()
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  max_to_keep=config.max_checkpoints_to_keep)
+  progress = {'train_time_s': 0.0, 'train_images': 0, 'wall_s': 0.0}
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, meta = ckpt.restore(latest, state, model_config)
+    progress = {k: meta['progress'][k] for k in progress}
+    for key in ('seed', 'batch_size'):
+      if meta[key] != config[key]:
+        logging.warning('Resuming with %s=%r, but the checkpoint was trained '
+                        'with %r: the data order differs from an '
+                        'uninterrupted run.', key, config[key], meta[key])
+    logging.info('Resumed from %s at step %d.', ckpt.directory, latest)
+  start_step = int(state.step)
+
+  summary_path = os.path.join(workdir, 'summary.json')
+  if start_step >= config.num_train_steps and os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if summary.get('steps') == start_step:
+      logging.info('Already trained to step %d; summary in %s.', start_step,
+                   summary_path)
+      ckpt.close()
+      return state, summary
+
+  train_step_fn = jax.jit(
+      functools.partial(train_step, loss_config=config.loss),
+      donate_argnums=0)
+  eval_step_fn = jax.jit(functools.partial(eval_step, loss_config=config.loss))
+  writer = metric_writers.MetricWriter(workdir, enabled=is_writer)
+
+  def meta_for(step):
+    return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
+            'dataset': dataset.name, 'max_shift': config.dataset.max_shift,
+            'model': model_config,
+            'progress': dict(progress, wall_s=progress['wall_s'] +
+                             time.perf_counter() - start_time)}
+
+  batches = input_pipeline.train_batches(
+      dataset.train, batch_size=config.batch_size, seed=config.seed,
+      max_shift=config.dataset.max_shift, start_step=start_step)
+  pending = []  # Device metrics since the last log: fetched in one go.
+  test_metrics = None
+  bar = tqdm.tqdm(total=config.num_train_steps, initial=start_step,
+                  disable=not is_writer or None, dynamic_ncols=True,
+                  desc='train')
+  timed_since, timed_images = None, 0
+  try:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      state, metrics = train_step_fn(state, next(batches))
+      pending.append(metrics)
+      bar.update(1)
+      if timed_since is None:
+        # The first step compiles: keep it out of images/s.
+        jax.block_until_ready(state)
+        logging.info('Ready after %.1f s (data, init and compilation).',
+                     time.perf_counter() - start_time)
+        timed_since = time.perf_counter()
+      else:
+        timed_images += config.batch_size
+
+      last = step == config.num_train_steps
+      log_now = step % config.log_every_steps == 0 or last
+      eval_now = step % config.eval_every_steps == 0 or last
+      save_now = step % config.checkpoint_every_steps == 0 or last
+      if not (log_now or eval_now or save_now):
+        continue
+      jax.block_until_ready(state)
+      progress['train_time_s'] += time.perf_counter() - timed_since
+      progress['train_images'] += timed_images
+
+      if log_now and pending:
+        fetched = jax.device_get(pending)
+        means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
+                 for k in fetched[0]}
+        means['error_pct'] = 100.0 * (1.0 - means['accuracy'])
+        means['learning_rate'] = float(
+            learning_rate_schedule(config)(step - 1))
+        if progress['train_time_s'] > 0:
+          means['images_per_s'] = (progress['train_images'] /
+                                   progress['train_time_s'])
+        writer.write_scalars(step, 'train', means)
+        bar.set_postfix(loss=f'{means["loss"]:.4f}',
+                        acc=f'{means["accuracy"]:.3f}')
+        logging.info('step %d: train loss %.4f, accuracy %.4f.', step,
+                     means['loss'], means['accuracy'])
+        pending = []
+      if eval_now:
+        test_metrics = evaluate(eval_step_fn, state, dataset.test,
+                                config.eval_batch_size)
+        writer.write_scalars(step, 'test', test_metrics)
+        logging.info('step %d: test loss %.4f, accuracy %.4f (error %.2f%%).',
+                     step, test_metrics['loss'], test_metrics['accuracy'],
+                     test_metrics['error_pct'])
+      if save_now:
+        ckpt.save(step, state, meta_for(step))
+      timed_since, timed_images = time.perf_counter(), 0
+  finally:
+    bar.close()
+    batches.close()
+    writer.close()
+    ckpt.wait_until_finished()
+
+  final_step = int(state.step)
+  if test_metrics is None:
+    # Nothing was trained in this invocation (restored a finished run whose
+    # summary was missing): evaluate the restored state.
+    test_metrics = evaluate(eval_step_fn, state, dataset.test,
+                            config.eval_batch_size)
+  if final_step > start_step:
+    progress['wall_s'] += time.perf_counter() - start_time
+  else:
+    progress['wall_s'] = meta_for(final_step)['progress']['wall_s']
+  ckpt.close()
+  train_rate = (progress['train_images'] / progress['train_time_s']
+                if progress['train_time_s'] > 0 else None)
+  summary = {
+      'steps': final_step,
+      'test_accuracy': test_metrics['accuracy'],
+      'test_error_pct': test_metrics['error_pct'],
+      'test_loss': test_metrics['loss'],
+      'test_examples': int(test_metrics['num_examples']),
+      'train_images_per_s': train_rate,
+      'wall_s': progress['wall_s'],
+      'num_params': int(num_params),
+      'dataset': dataset.name,
+      'routing_iters': config.model.routing_iters,
+      'seed': config.seed,
+  }
+  if is_writer:
+    _write_json(summary_path, summary)
+  logging.info('Summary: %s', summary)
+  return state, summary

@@ -1,0 +1,24 @@
+r"""Quickstart: the paper's CapsNet on the 5,000 real MNIST digits in capsjax.
+
+    python -m capsjax.main --config=configs/quickstart.py --workdir=/tmp/capsnet_quickstart
+
+Needs no network: the digits ship with capsjax (capsjax/data/README.md).
+4,000 train, 1,000 held out (100 per class, the same for every seed). On a
+2-core CPU it takes under 5 minutes and reaches about 98% held-out accuracy.
+"""
+import os
+import runpy
+
+
+def get_config():
+  config = runpy.run_path(
+      os.path.join(os.path.dirname(__file__), 'mnist.py'))['get_config']()
+  config.dataset.source = 'embedded'
+  config.dataset.name = 'mnist_5k'
+  config.batch_size = 64
+  config.eval_batch_size = 250
+  config.num_train_steps = 400
+  config.log_every_steps = 25
+  config.eval_every_steps = 200
+  config.checkpoint_every_steps = 200
+  return config

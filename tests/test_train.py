@@ -1,0 +1,137 @@
+"""End-to-end tests of capsjax.train on tfds mock data with a shrunk CapsNet."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import runpy
+import tensorflow_datasets as tfds
+
+from capsjax import checkpoints
+from capsjax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_MOCK = 40  # examples per split; 40 test examples = 2 full + 1 partial batch
+
+
+def small_config(**overrides):
+  config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
+      'get_config']()
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.model.conv1_channels = 8
+  config.model.primary_types = 2
+  config.model.primary_dim = 4
+  config.model.digit_dim = 6
+  config.model.decoder_hidden = (16, 32)
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def run(config, workdir):
+  with tfds.testing.mock_data(num_examples=NUM_MOCK):
+    return train.train_and_evaluate(config, str(workdir))
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def params_close(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_train_and_evaluate_writes_the_workdir(tmp_path):
+  state, summary = run(small_config(), tmp_path)
+  assert int(state.step) == 4
+  with open(tmp_path / 'summary.json') as f:
+    assert json.load(f) == summary
+  assert summary['steps'] == 4
+  assert summary['test_examples'] == NUM_MOCK  # the partial batch counted once
+  assert 0.0 <= summary['test_accuracy'] <= 1.0
+  assert summary['test_error_pct'] == pytest.approx(
+      100 * (1 - summary['test_accuracy']))
+  assert summary['train_images_per_s'] > 0 and summary['wall_s'] > 0
+  assert summary['dataset'] == 'tfds:mnist'
+
+  records = read_jsonl(tmp_path / 'metrics.jsonl')
+  train_steps = [r['step'] for r in records if r['split'] == 'train']
+  test_steps = [r['step'] for r in records if r['split'] == 'test']
+  assert train_steps == [2, 4] and test_steps == [2, 4]
+  train_record = next(r for r in records if r['split'] == 'train')
+  for key in ('loss', 'margin_loss', 'reconstruction_loss', 'accuracy',
+              'error_pct', 'grad_norm', 'param_norm', 'learning_rate'):
+    assert np.isfinite(train_record[key]), key
+  # The batch loss is margin + 0.0005 x reconstruction.
+  assert train_record['loss'] == pytest.approx(
+      train_record['margin_loss'] + 0.0005 *
+      train_record['reconstruction_loss'], rel=1e-5)
+  for split in ('train', 'test'):
+    events = os.listdir(tmp_path / 'tensorboard' / split)
+    assert any(name.startswith('events.out.tfevents') for name in events)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['model']['conv1_channels'] == 8
+
+
+def test_resume_and_extend_equal_an_uninterrupted_run(tmp_path):
+  _, _ = run(small_config(num_train_steps=4), tmp_path / 'split')
+  resumed_state, resumed = run(small_config(num_train_steps=6),
+                               tmp_path / 'split')
+  straight_state, straight = run(small_config(num_train_steps=6),
+                                 tmp_path / 'straight')
+  assert int(resumed_state.step) == int(straight_state.step) == 6
+  params_close(resumed_state.params, straight_state.params)
+  params_close(resumed_state.opt_state, straight_state.opt_state)
+  assert resumed['test_accuracy'] == pytest.approx(straight['test_accuracy'])
+  assert resumed['test_loss'] == pytest.approx(straight['test_loss'], rel=1e-5)
+
+
+def test_restore_returns_the_saved_state_and_finished_runs_are_kept(tmp_path):
+  state, summary = run(small_config(), tmp_path)
+  lines = len(read_jsonl(tmp_path / 'metrics.jsonl'))
+  # Rerunning the finished command trains nothing and returns the summary.
+  again_state, again = run(small_config(), tmp_path)
+  assert again == summary
+  assert len(read_jsonl(tmp_path / 'metrics.jsonl')) == lines
+  params_close(again_state.params, state.params)
+  # The checkpoint restores to exactly the returned state.
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'))
+  restored, meta = ckpt.restore(4, state)
+  ckpt.close()
+  params_close(restored.params, state.params)
+  assert meta['step'] == 4 and meta['seed'] == 0 and meta['batch_size'] == 8
+
+
+def test_shape_changing_override_is_refused(tmp_path):
+  run(small_config(num_train_steps=2), tmp_path)
+  with pytest.raises(checkpoints.CheckpointMismatchError) as e:
+    run(small_config(num_train_steps=4, **{'model.digit_dim': 5}), tmp_path)
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'model.digit_dim: 6 in the checkpoint, 5 now' in message
+  assert '--workdir' in message
+  # The refused run wrote no checkpoint.
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+
+
+@pytest.mark.parametrize('field,value', [('batch_size', 0),
+                                         ('num_train_steps', -1),
+                                         ('model.routing_iters', 0)])
+def test_bad_config_values(tmp_path, field, value):
+  with pytest.raises(train.ConfigError, match=f'config.{field} must be an int'):
+    run(small_config(**{field: value}), tmp_path)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(train.ConfigError, match='cannot write to workdir'):
+    run(small_config(), blocker / 'run')
