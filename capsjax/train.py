@@ -80,7 +80,10 @@ def create_train_state(config: ml_collections.ConfigDict,
                        model: models.CapsNet,
                        rng: jax.Array) -> train_state.TrainState:
   images = jnp.zeros((1, *model.input_shape), jnp.float32)
-  params = model.init(rng, images, jnp.zeros((1,), jnp.int32))['params']
+  # Jitted: run eagerly, the init's forward pass dispatches hundreds of small
+  # ops one by one (seconds on CPU for the 81-tap PrimaryCaps).
+  params = jax.jit(model.init)(rng, images,
+                               jnp.zeros((1,), jnp.int32))['params']
   tx = optax.adam(learning_rate_schedule(config))
   return train_state.TrainState.create(apply_fn=model.apply, params=params,
                                        tx=tx)
@@ -192,8 +195,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   _check_config(config)
   workdir = _prepare_workdir(workdir)
   is_writer = jax.process_index() == 0
-  if is_writer:
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   dataset = input_pipeline.load(config.dataset)
   logging.info('Dataset %s: %d train, %d test, images %s, %d classes.',
@@ -225,6 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                         'uninterrupted run.', key, config[key], meta[key])
     logging.info('Resumed from %s at step %d.', ckpt.directory, latest)
   start_step = int(state.step)
+  if is_writer:
+    # Only now: a config the checkpoint refused must not replace the record.
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   summary_path = os.path.join(workdir, 'summary.json')
   if start_step >= config.num_train_steps and os.path.exists(summary_path):

@@ -49,3 +49,14 @@ def test_readme_commands_match_the_configs():
     command = re.search(rf'python -m capsjax.main --config=configs/{name}.py '
                         rf'--workdir=\S+', train_block).group(0)
     assert command in (ROOT / 'configs' / f'{name}.py').read_text()
+
+
+def test_model_snippet_runs():
+  namespace = {}
+  exec(compile(fenced_block('The model', 'python'), 'README.md', 'exec'),
+       namespace)
+  out = namespace['out']
+  assert out.capsules.shape == (4, 10, 16)
+  assert out.lengths.shape == (4, 10)
+  assert out.reconstructions.shape == (4, 28, 28, 1)
+  assert out.couplings.shape == (4, 3, 1152, 10)

@@ -118,8 +118,10 @@ def test_shape_changing_override_is_refused(tmp_path):
   assert '\n' not in message
   assert 'model.digit_dim: 6 in the checkpoint, 5 now' in message
   assert '--workdir' in message
-  # The refused run wrote no checkpoint.
+  # The refused run wrote no checkpoint and left the record of the run alone.
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['model']['digit_dim'] == 6
 
 
 @pytest.mark.parametrize('field,value', [('batch_size', 0),
