@@ -256,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batches = input_pipeline.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
       max_shift=config.dataset.max_shift, start_step=start_step)
+  schedule = learning_rate_schedule(config)
   pending = []  # Device metrics since the last log: fetched in one go.
   test_metrics = None
   bar = tqdm.tqdm(total=config.num_train_steps, initial=start_step,
@@ -291,8 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
                  for k in fetched[0]}
         means['error_pct'] = 100.0 * (1.0 - means['accuracy'])
-        means['learning_rate'] = float(
-            learning_rate_schedule(config)(step - 1))
+        means['learning_rate'] = float(schedule(step - 1))
         if progress['train_time_s'] > 0:
           means['images_per_s'] = (progress['train_images'] /
                                    progress['train_time_s'])
@@ -324,10 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # summary was missing): evaluate the restored state.
     test_metrics = evaluate(eval_step_fn, state, dataset.test,
                             config.eval_batch_size)
-  if final_step > start_step:
-    progress['wall_s'] += time.perf_counter() - start_time
-  else:
-    progress['wall_s'] = meta_for(final_step)['progress']['wall_s']
+  progress['wall_s'] += time.perf_counter() - start_time
   ckpt.close()
   train_rate = (progress['train_images'] / progress['train_time_s']
                 if progress['train_time_s'] > 0 else None)
