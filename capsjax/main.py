@@ -15,6 +15,7 @@ import jax
 from ml_collections import config_flags
 
 from capsjax import checkpoints
+from capsjax import cpu_runtime
 from capsjax import input_pipeline
 from capsjax import models
 from capsjax import train
@@ -42,12 +43,16 @@ class _QuietLibraries(std_logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  tuned = cpu_runtime.configure()  # Before JAX runs anything.
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # tfds uses TensorFlow only to read data; keep it off the accelerators,
   # which belong to JAX.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX devices: %s', jax.devices())
+  if tuned and jax.default_backend() == 'cpu':
+    logging.info('CPU tuning (see capsjax/cpu_runtime.py): %s.',
+                 '; '.join(tuned))
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:

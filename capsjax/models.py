@@ -74,6 +74,8 @@ class CapsNet(nn.Module):
     digit_dim: D, DigitCaps dimension.
     decoder_hidden: widths of the decoder's ReLU layers.
     conv_impl: PrimaryCaps convolution, 'auto' | 'slices' | 'xla'.
+    compute_dtype: PrimaryCaps matmul inputs, 'float32' | 'bfloat16' (see
+      `layers.PrimaryCaps`); everything else, routing included, is float32.
   """
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
@@ -87,6 +89,7 @@ class CapsNet(nn.Module):
   digit_dim: int = 16
   decoder_hidden: Sequence[int] = (512, 1024)
   conv_impl: str = 'auto'
+  compute_dtype: str = 'float32'
 
   def _check_images(self, images):
     primary_grid(self.input_shape, self.conv1_kernel, self.primary_kernel,
@@ -119,7 +122,8 @@ class CapsNet(nn.Module):
                         padding='VALID', name='conv1')(images))
     primary = layers.PrimaryCaps(
         self.primary_types, self.primary_dim, self.primary_kernel,
-        self.primary_stride, self.conv_impl, name='primary_caps')(h)
+        self.primary_stride, self.conv_impl, self.compute_dtype,
+        name='primary_caps')(h)
     digits = layers.Capsules(self.num_classes, self.digit_dim,
                              self.routing_iters, name='digit_caps')(
                                  primary, return_couplings=return_couplings)

@@ -25,6 +25,7 @@ import tqdm
 
 from capsjax import checkpoints
 from capsjax import input_pipeline
+from capsjax import layers
 from capsjax import losses
 from capsjax import metric_writers
 from capsjax import models
@@ -46,6 +47,12 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
     raise ConfigError(f'config.model.routing_iters must be an int >= 1, got '
                       f'{iters!r}; set --config.model.routing_iters=3.')
+  for name, allowed in (('conv_impl', layers.CONV_IMPLS),
+                        ('compute_dtype', layers.COMPUTE_DTYPES)):
+    if config.model[name] not in allowed:
+      raise ConfigError(
+          f'config.model.{name} must be one of {", ".join(allowed)}, got '
+          f'{config.model[name]!r}; set --config.model.{name}={allowed[0]}.')
 
 
 def create_model(model_config: ml_collections.ConfigDict,
@@ -63,7 +70,8 @@ def create_model(model_config: ml_collections.ConfigDict,
       primary_stride=model_config.primary_stride,
       digit_dim=model_config.digit_dim,
       decoder_hidden=tuple(model_config.decoder_hidden),
-      conv_impl=model_config.conv_impl)
+      conv_impl=model_config.conv_impl,
+      compute_dtype=model_config.compute_dtype)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:

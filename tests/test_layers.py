@@ -73,6 +73,42 @@ def test_sliced_conv_paper_primarycaps_size():
     np.testing.assert_allclose(got, want, atol=2e-5 * scale, rtol=0)
 
 
+@pytest.mark.parametrize('shape,kernel_size,stride', CONV_CASES[:3])
+def test_sliced_conv_bfloat16_inputs_float32_accumulation(shape, kernel_size,
+                                                          stride):
+  x, w = _inputs(shape, kernel_size)
+  cotangent = jax.random.normal(jax.random.key(4), layers.xla_conv(
+      x, w, stride).shape)
+
+  def vjp(conv, compute_dtype):
+    y, pullback = jax.vjp(
+        lambda x, w: conv(x, w, stride, compute_dtype), x, w)
+    return (y,) + pullback(cotangent)
+
+  # Same bfloat16-rounded inputs, float32 sums: only the summation order
+  # differs from XLA's own convolution.
+  got = vjp(layers.sliced_conv, jnp.bfloat16)
+  want_y = layers.xla_conv(x, w, stride, jnp.bfloat16)
+  assert got[0].dtype == jnp.float32
+  np.testing.assert_allclose(got[0], want_y, rtol=0,
+                             atol=1e-5 * float(jnp.max(jnp.abs(want_y))))
+  # Output and input gradient against float32: within bfloat16's 8-bit
+  # mantissa, and not float32 exactly. The kernel gradient stays float32.
+  y_ref, dx_ref, dw_ref = vjp(layers.sliced_conv, None)
+  for g, ref in zip(got[:2], (y_ref, dx_ref)):
+    scale = float(jnp.max(jnp.abs(ref)))
+    np.testing.assert_allclose(g, ref, rtol=0, atol=2e-2 * scale)
+    assert float(jnp.max(jnp.abs(g - ref))) > 1e-6 * scale
+  np.testing.assert_array_equal(got[2], dw_ref)
+
+
+def test_resolve_compute_dtype():
+  assert layers.resolve_compute_dtype('float32') is None
+  assert layers.resolve_compute_dtype('bfloat16') == jnp.bfloat16
+  with pytest.raises(ValueError, match='compute_dtype must be one of'):
+    layers.resolve_compute_dtype('float16')
+
+
 def test_resolve_conv_impl():
   assert layers.resolve_conv_impl('xla') == 'xla'
   assert layers.resolve_conv_impl('slices') == 'slices'

@@ -132,6 +132,14 @@ def test_bad_config_values(tmp_path, field, value):
     run(small_config(**{field: value}), tmp_path)
 
 
+@pytest.mark.parametrize('field,value', [('model.conv_impl', 'fft'),
+                                         ('model.compute_dtype', 'float16')])
+def test_bad_config_choices(tmp_path, field, value):
+  with pytest.raises(train.ConfigError,
+                     match=f'config.{field} must be one of .*, got {value!r}'):
+    run(small_config(**{field: value}), tmp_path)
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')

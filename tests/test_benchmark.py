@@ -1,0 +1,67 @@
+"""Tests for experiments/benchmark.py and capsjax.cpu_runtime."""
+import os
+import runpy
+
+import pytest
+
+from capsjax import cpu_runtime
+from capsjax import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+benchmark = runpy.run_path(os.path.join(ROOT, 'experiments', 'benchmark.py'),
+                           run_name='benchmark')
+
+
+def test_model_flops_of_the_paper_network():
+  model = models.CapsNet()
+  # Multiply-adds per image, counted by hand from the paper's layer sizes.
+  conv1 = 20 * 20 * 9 * 9 * 1 * 256
+  primary = 6 * 6 * 9 * 9 * 256 * 256
+  u_hat = 1152 * 10 * 16 * 8
+  routing = 1152 * 10 * 16 * (2 * 3 - 1)
+  decoder = 160 * 512 + 512 * 1024 + 1024 * 784
+  forward = conv1 + primary + u_hat + routing + decoder
+  assert benchmark['model_flops'](model, 4, train=False) == 2 * 4 * forward
+  train = 2 * conv1 + 3 * (forward - conv1)
+  assert benchmark['model_flops'](model, 4, train=True) == 2 * 4 * train
+  assert 1.1e9 < benchmark['model_flops'](model, 1, train=True) < 1.3e9
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_measure_runs_the_real_steps(mode):
+  config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
+      'get_config']()
+  config.model.conv1_channels = 16
+  config.model.primary_types = 4
+  config.model.decoder_hidden = (16, 16)
+  row = benchmark['measure'](mode, 4, 2, steps=1, warmup=1, config=config)
+  assert {'mode', 'batch', 'routing', 'images_per_s'} <= set(row)
+  assert (row['mode'], row['batch'], row['routing']) == (mode, 4, 2)
+  assert row['images_per_s'] == pytest.approx(4e3 / row['step_ms'])
+  assert row['compile_s'] > 0 and row['peak_rss_mib'] > 0
+  assert row['matmul_peak_gflop_per_s'] > 0
+  assert row['fraction_of_matmul_peak'] == pytest.approx(
+      row['model_gflop_per_s'] / row['matmul_peak_gflop_per_s'])
+
+
+def test_cpu_runtime_adds_the_scheduler_flag_once(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_dump_to=/tmp/x')
+  monkeypatch.delenv('CAPSJAX_CPU_TUNING', raising=False)
+  changed = cpu_runtime.configure()
+  flags = os.environ['XLA_FLAGS']
+  assert flags == ('--xla_dump_to=/tmp/x '
+                   '--xla_cpu_enable_concurrency_optimized_scheduler=false')
+  assert changed[0].startswith('XLA_FLAGS')
+  cpu_runtime.configure()
+  assert os.environ['XLA_FLAGS'] == flags  # Not twice.
+
+
+def test_cpu_runtime_keeps_the_users_setting_and_can_be_off(monkeypatch):
+  user = '--xla_cpu_enable_concurrency_optimized_scheduler=true'
+  monkeypatch.setenv('XLA_FLAGS', user)
+  cpu_runtime.configure()
+  assert os.environ['XLA_FLAGS'] == user
+  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setenv('CAPSJAX_CPU_TUNING', '0')
+  assert cpu_runtime.configure() == []
+  assert os.environ['XLA_FLAGS'] == ''
