@@ -43,11 +43,13 @@ def _checksum(state: Any) -> int:
   """CRC-32 of every leaf of `state`, in tree order."""
   crc = 0
   for leaf in jax.tree.leaves(jax.device_get(state)):
-    array = np.ascontiguousarray(leaf)
+    array = np.asarray(leaf)
     if array.ndim:
-      crc = zlib.crc32(array.reshape(-1).view(np.uint8), crc)
+      crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8),
+                       crc)
     else:
-      # The step is a Python int once restored, an int32 array when saved.
+      # By value: the step is an int32 array when saved, a Python int (int64
+      # to numpy) once restored.
       crc = zlib.crc32(repr(array.item()).encode(), crc)
   return crc
 

@@ -25,7 +25,10 @@ def make_state(offset=0.0, shape=(64, 32)):
 def save_steps(directory, steps):
   ckpt = checkpoints.Checkpointer(str(directory), max_to_keep=3)
   for step in steps:
-    ckpt.save(step, make_state(float(step)), {'step': step})
+    # After training the step is an int32 array; restored into a fresh
+    # TrainState it becomes a Python int.
+    state = make_state(float(step)).replace(step=jnp.asarray(step, jnp.int32))
+    ckpt.save(step, state, {'step': step})
   ckpt.wait_until_finished()
   ckpt.close()
 
@@ -59,7 +62,7 @@ def test_restore_latest_returns_the_newest(tmp_path):
   assert restore_latest(tmp_path) is None
   save_steps(tmp_path, [1, 2])
   step, state, meta = restore_latest(tmp_path)
-  assert step == 2 and meta == {'step': 2}
+  assert step == 2 and meta == {'step': 2} and int(state.step) == 2
   np.testing.assert_array_equal(state.params['w'], make_state(2.0).params['w'])
 
 
