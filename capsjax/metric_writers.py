@@ -24,9 +24,13 @@ def _drop_records_after(path: str, step: int) -> None:
   with open(path) as f:
     for line in f:
       try:
-        keep = line.endswith('\n') and json.loads(line)['step'] <= step
+        keep = json.loads(line)['step'] <= step
       except (ValueError, KeyError, TypeError):
         keep = False
+      if keep and not line.endswith('\n'):
+        # Cut just before its newline: the next record must not join it.
+        line += '\n'
+        changed = True
       if keep:
         kept.append(line)
       else:

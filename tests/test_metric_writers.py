@@ -29,6 +29,16 @@ def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
       {'step': 3, 'split': 'train', 'loss': 3.5}]
 
 
+def test_a_record_cut_before_its_newline_is_kept_apart(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text(
+      '{"step": 1, "split": "train", "loss": 1.0}\n'
+      '{"step": 2, "split": "train", "loss": 2.0}')
+  writer = metric_writers.MetricWriter(str(tmp_path), resume_step=2)
+  writer.write_scalars(3, 'train', {'loss': 3.0})
+  writer.close()
+  assert [r['step'] for r in read(tmp_path / 'metrics.jsonl')] == [1, 2, 3]
+
+
 def test_a_fresh_start_keeps_nothing_of_a_lost_run(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{"step": 5, "split": "train"}\n')
   metric_writers.MetricWriter(str(tmp_path), resume_step=0).close()
