@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from capsjax import checkpoints
 from capsjax import main
+from capsjax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,3 +165,22 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   assert isinstance(message, str) and '\n' not in message, message
   assert message.startswith(f'error: cannot write to workdir {blocker}/run')
   assert message.endswith('pass a writable --workdir.')
+
+
+@pytest.mark.parametrize('error', [
+    train.NonFiniteError('training stopped at step 5: loss = nan (not '
+                         'finite); ...'),
+    checkpoints.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
+                                       'back intact (...); ...'),
+])
+def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
+                                                    error):
+  # Raised by real runs in test_train.py and test_checkpoints.py; here only
+  # how main reports them.
+  def train_and_evaluate(config, workdir):
+    raise error
+
+  monkeypatch.setattr(train, 'train_and_evaluate', train_and_evaluate)
+  with pytest.raises(SystemExit) as e:
+    main.run(quickstart(), str(tmp_path))
+  assert e.value.code == f'error: {error}'
