@@ -147,7 +147,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
   # Checkpoints at 2, 4, 6; the batch of step 5 is poisoned with NaN pixels,
   # which step 6's boundary (not a log step) must catch and attribute to 5.
   config = small_config(num_train_steps=6, log_every_steps=3,
-                        eval_every_steps=3, checkpoint_every_steps=2,
+                        eval_every_steps=6, checkpoint_every_steps=2,
                         **{'model.conv_impl': 'xla'})
   clean_batch = input_pipeline.train_batch
 
@@ -169,8 +169,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
   # Nothing of the bad state was saved or logged.
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
   records = read_jsonl(tmp_path / 'metrics.jsonl')
-  assert [(r['step'], r['split']) for r in records] == [(3, 'train'),
-                                                        (3, 'test')]
+  assert [(r['step'], r['split']) for r in records] == [(3, 'train')]
   assert not os.path.exists(tmp_path / 'summary.json')
 
   # With clean data the rerun resumes from the last good checkpoint.
@@ -183,7 +182,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
   assert np.isfinite(summary['test_loss'])
   records = read_jsonl(tmp_path / 'metrics.jsonl')
   assert [(r['step'], r['split']) for r in records] == [
-      (3, 'train'), (3, 'test'), (6, 'train'), (6, 'test')]
+      (3, 'train'), (6, 'train'), (6, 'test')]
 
 
 @pytest.mark.parametrize('values,expected', [
@@ -220,7 +219,7 @@ def test_evaluate_counts_every_example_once(tmp_path):
   # All 13 at once, as the test-time forward pass sees them.
   batch = {'image': split.images.astype(np.float32) / 255,
            'label': split.labels}
-  outputs = model.apply({'params': state.params}, batch['image'])
+  outputs = jax.jit(model.apply)({'params': state.params}, batch['image'])
   direct = jax.tree.map(lambda x: float(np.mean(x)), train._per_example_losses(
       outputs, batch, config.loss))
   assert 0 < direct['accuracy'] < 1  # so a miscounted example would show
