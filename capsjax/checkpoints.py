@@ -4,11 +4,24 @@ A checkpoint is one step directory under `WORKDIR/checkpoints/` with two items:
 `state` (the TrainState pytree: step, params, optimizer state) and `meta` (JSON:
 the seed, batch size and dataset that fix the data order, the model config,
 and the time and images trained so far).
+
+A save writes `N.orbax-checkpoint-tmp/` and renames it to `N/` only when every
+file is written, so a process killed mid-save leaves no `N/`; the leftover
+temporary directory is removed the next time the workdir is opened. `meta`
+also holds a CRC-32 of the state's arrays: orbax notices truncated files and
+damaged indexes, but a flipped byte in the array data restores silently. A
+step directory that does not read back intact is moved to
+`checkpoints_corrupt/` and the next older checkpoint is used instead
+(`Checkpointer.restore_latest`).
 """
 import json
 import os
+import shutil
+import time
+import zlib
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -16,6 +29,39 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint in the workdir does not fit the model the config builds."""
+
+
+class CheckpointCorruptError(ValueError):
+  """A checkpoint (or, from `restore_latest`, every one) is damaged."""
+
+
+# The key of the state's checksum in `meta`.
+_CHECKSUM = 'state_crc32'
+
+
+def _checksum(state: Any) -> int:
+  """CRC-32 of every leaf of `state`, in tree order."""
+  crc = 0
+  for leaf in jax.tree.leaves(jax.device_get(state)):
+    array = np.asarray(leaf)
+    if array.ndim:
+      crc = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8),
+                       crc)
+    else:
+      # By value: the step is an int32 array when saved, a Python int (int64
+      # to numpy) once restored.
+      crc = zlib.crc32(repr(array.item()).encode(), crc)
+  return crc
+
+
+def _one_line(error: BaseException) -> str:
+  text = ' '.join(str(error).split())
+  # tensorstore appends its whole JSON spec; the reason comes before it.
+  text = text.split(' [tensorstore_spec=')[0]
+  if len(text) > 300:
+    # Both ends: where it failed, and (tensorstore's last clause) why.
+    text = f'{text[:150]} ... {text[-140:]}'
+  return f'{type(error).__name__}: {text}'
 
 
 def _key_name(key) -> str:
@@ -52,10 +98,14 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    # Damaged checkpoints go next to, not into, the directory orbax scans.
+    self.corrupt_directory = self.directory + '_corrupt'
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            # Removes the `N.orbax-checkpoint-tmp` of a save that was killed.
+            cleanup_tmp_directories=True),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler()})
 
@@ -63,6 +113,7 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    meta = dict(meta, **{_CHECKSUM: _checksum(state)})
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -74,6 +125,8 @@ class Checkpointer:
       CheckpointMismatchError: if an array's shape differs from `target`'s,
         naming the arrays and (given `model_config`) the model fields that
         changed since the checkpoint was written.
+      CheckpointCorruptError: if the restored arrays do not match the
+        checksum saved with them.
     """
     path = os.path.join(self.directory, str(step))
     saved = _shapes(self._manager.item_metadata(step)['state'].tree)
@@ -97,7 +150,69 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     state = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))['state']
+    saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checksums
+    if saved_checksum is not None and _checksum(state) != saved_checksum:
+      raise CheckpointCorruptError(
+          f'the checkpoint {path} is damaged: its arrays do not match the '
+          f'CRC-32 saved with them; restore it from a backup or delete it.')
     return state, meta
+
+  def restore_latest(self, target: Any, model_config: Optional[dict] = None
+                     ) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest checkpoint that reads back: `(step, state, meta)`.
+
+    A newer checkpoint that fails to read is moved to
+    `<directory>_corrupt/<step>-<time>` (nothing is deleted) with a warning
+    naming it, so that the run continues from the older one and can save that
+    step again.
+
+    Returns:
+      None if there is no checkpoint.
+
+    Raises:
+      CheckpointMismatchError: a checkpoint that reads but does not fit
+        `target`; a config problem, not damage, so nothing falls back.
+      CheckpointCorruptError: there are checkpoints but none reads; they are
+        left where they are.
+    """
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, target, model_config)
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # orbax and tensorstore raise ValueError, OSError, JSONDecodeError,
+        # KeyError, ... for damaged files; any failure to read is damage.
+        failures.append((step, e))
+        continue
+      for bad_step, error in failures:
+        self._move_aside(bad_step, error, step)
+      if failures:
+        self._manager.reload()  # It still lists the moved steps.
+      return step, state, meta
+    if failures:
+      listed = '; '.join(f'step {s}: {_one_line(e)}' for s, e in failures)
+      raise CheckpointCorruptError(
+          f'no checkpoint in {self.directory} reads back intact ({listed}); '
+          f'move that directory away to train from scratch, or pass a new '
+          f'--workdir.')
+    return None
+
+  def _move_aside(self, step: int, error: Exception, fallback: int) -> None:
+    source = os.path.join(self.directory, str(step))
+    os.makedirs(self.corrupt_directory, exist_ok=True)
+    base = os.path.join(self.corrupt_directory,
+                        f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    target, copy = base, 1
+    while os.path.exists(target):
+      copy += 1
+      target = f'{base}.{copy}'
+    shutil.move(source, target)
+    logging.warning(
+        'Checkpoint %s does not read back intact (%s); moved it to %s and '
+        'resuming from the previous checkpoint, step %d.', source,
+        _one_line(error), target, fallback)
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

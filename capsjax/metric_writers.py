@@ -1,25 +1,69 @@
 """Scalar metrics to TensorBoard event files and to a JSON-lines file.
 
 `WORKDIR/metrics.jsonl` gets one object per write, `{"step": .., "split": ..,
-name: value, ...}`, easy to load with pandas or `json`; the event files under
+name: value, ...}`, easy to load with pandas or `json`, and holds each step
+once even after an interrupted run resumed; the event files under
 `WORKDIR/tensorboard/<split>/` are for `tensorboard --logdir WORKDIR`.
 """
 import json
 import math
 import os
-from typing import Mapping
+from typing import Mapping, Optional
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Keeps the complete records of `path` with `record['step'] <= step`.
+
+  A run killed after its last checkpoint logged steps that the resumed run
+  computes again; without this they would appear twice. A line cut short by
+  the kill is dropped too.
+  """
+  if not os.path.exists(path):
+    return
+  kept, changed = [], False
+  with open(path) as f:
+    for line in f:
+      try:
+        keep = json.loads(line)['step'] <= step
+      except (ValueError, KeyError, TypeError):
+        keep = False
+      if keep and not line.endswith('\n'):
+        # Cut just before its newline: the next record must not join it.
+        line += '\n'
+        changed = True
+      if keep:
+        kept.append(line)
+      else:
+        changed = True
+  if changed:
+    # Write then rename: a second kill must not lose the kept records.
+    with open(path + '.tmp', 'w') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
 
 
 class MetricWriter:
   """Writes scalars; only process 0 writes, so multi-host runs log once."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True,
+               resume_step: Optional[int] = None):
+    """Opens `WORKDIR/metrics.jsonl` for appending.
+
+    Args:
+      workdir: the run's directory.
+      enabled: False on all processes but 0.
+      resume_step: the step training continues from; records of later steps
+        (logged before the run was interrupted) are removed.
+    """
     self.enabled = enabled
     self._workdir = workdir
     self._tb = {}
     self._jsonl = None
     if enabled:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      path = os.path.join(workdir, 'metrics.jsonl')
+      if resume_step is not None:
+        _drop_records_after(path, resume_step)
+      self._jsonl = open(path, 'a')
 
   def _tb_writer(self, split):
     if split not in self._tb:

@@ -5,12 +5,14 @@ metrics. Everything about a run lives in its workdir:
 
   WORKDIR/config.json      the config of the latest invocation
   WORKDIR/checkpoints/N/   orbax checkpoints (state + data-order metadata)
+  WORKDIR/checkpoints_corrupt/  checkpoints that did not read back, moved aside
   WORKDIR/metrics.jsonl    train and test metrics, one JSON object per line
   WORKDIR/tensorboard/     the same metrics as TensorBoard event files
   WORKDIR/summary.json     the final test metrics and throughput
 """
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
@@ -33,6 +35,47 @@ from capsjax import models
 
 class ConfigError(ValueError):
   """A config value or workdir that cannot work, with the fix in the message."""
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN or infinite loss, gradient or parameter."""
+
+
+# Step metrics that must stay finite; checked before anything is saved.
+_FINITE_METRICS = ('loss', 'grad_norm', 'param_norm')
+
+
+def _first_non_finite(fetched: list[dict], first_step: int):
+  """`(step, {name: value})` of the first step with a non-finite metric.
+
+  Args:
+    fetched: host copies of the metrics of consecutive steps.
+    first_step: the step of `fetched[0]`.
+
+  Returns:
+    None if every `_FINITE_METRICS` value is finite.
+  """
+  for step, metrics in enumerate(fetched, start=first_step):
+    bad = {k: float(metrics[k]) for k in _FINITE_METRICS
+           if not math.isfinite(float(metrics[k]))}
+    if bad:
+      return step, bad
+  return None
+
+
+def _non_finite_error(step: int, bad: dict, ckpt: checkpoints.Checkpointer,
+                      config: ml_collections.ConfigDict) -> NonFiniteError:
+  ckpt.wait_until_finished()
+  good = ckpt.latest_step()
+  values = ', '.join(f'{k} = {v}' for k, v in bad.items())
+  kept = (f'the last good checkpoint, step {good} in {ckpt.directory}, is '
+          f'kept and a rerun resumes from it' if good is not None else
+          'no checkpoint was saved before it')
+  return NonFiniteError(
+      f'training stopped at step {step}: {values} (not finite); no checkpoint '
+      f'of that state was written and {kept}; rerun with a lower '
+      f'--config.learning_rate (now {config.learning_rate}) or check the '
+      f'data.')
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -198,6 +241,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     `WORKDIR/summary.json`: test_accuracy, test_error_pct, test_loss, steps,
     train_images_per_s, wall_s (both over all invocations of the run),
     num_params, dataset.
+
+  Raises:
+    NonFiniteError: a step's loss, gradient norm or parameter norm is NaN or
+      infinite; raised before that state is logged or saved.
   """
   start_time = time.perf_counter()
   _check_config(config)
@@ -223,9 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   max_to_keep=config.max_checkpoints_to_keep)
   progress = {'train_time_s': 0.0, 'train_images': 0, 'wall_s': 0.0}
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, meta = ckpt.restore(latest, state, model_config)
+  restored = ckpt.restore_latest(state, model_config)
+  if restored is not None:
+    latest, state, meta = restored
     progress = {k: meta['progress'][k] for k in progress}
     for key in ('seed', 'batch_size'):
       if meta[key] != config[key]:
@@ -252,7 +299,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       functools.partial(train_step, loss_config=config.loss),
       donate_argnums=0)
   eval_step_fn = jax.jit(functools.partial(eval_step, loss_config=config.loss))
-  writer = metric_writers.MetricWriter(workdir, enabled=is_writer)
+  writer = metric_writers.MetricWriter(workdir, enabled=is_writer,
+                                       resume_step=start_step)
 
   def meta_for(step):
     return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
@@ -294,9 +342,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       jax.block_until_ready(state)
       progress['train_time_s'] += time.perf_counter() - timed_since
       progress['train_images'] += timed_images
+      # Every step since the last log, before anything is logged or saved.
+      fetched = jax.device_get(pending)
+      non_finite = _first_non_finite(fetched, step - len(fetched) + 1)
+      if non_finite:
+        raise _non_finite_error(*non_finite, ckpt, config)
 
       if log_now and pending:
-        fetched = jax.device_get(pending)
         means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
                  for k in fetched[0]}
         means['error_pct'] = 100.0 * (1.0 - means['accuracy'])

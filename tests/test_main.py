@@ -1,8 +1,16 @@
 """The command line, as a user runs it: `python -m capsjax.main ...`."""
 import json
 import os
+import runpy
 import subprocess
 import sys
+
+import numpy as np
+import pytest
+
+from capsjax import checkpoints
+from capsjax import main
+from capsjax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,11 +38,21 @@ def test_quickstart_config_end_to_end(tmp_path):
   assert os.listdir(tmp_path / 'checkpoints') == ['3']
 
 
-def test_unknown_config_field_is_an_error(tmp_path):
-  result = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}',
-                    '--config.model.routing_iterations=2', timeout=120)
-  assert result.returncode != 0
-  assert 'routing_iterations' in result.stderr
+@pytest.mark.parametrize('args,expected', [
+    (['--config=configs/quickstart.py', '--config.model.routing_iterations=2'],
+     "error: --config.model.routing_iterations: the config has no field "
+     "'routing_iterations' (did you mean 'routing_iters'?); fix the name "
+     "(configs/mnist.py lists every field)."),
+    (['--config=configs/quickstart', '--config.seed=1'],
+     "error: cannot load --config=configs/quickstart ([Errno 2] No such file "
+     "or directory: 'configs/quickstart'); pass a config file such as "
+     "configs/mnist.py."),
+])
+def test_bad_flags_are_one_line(tmp_path, args, expected):
+  result = run_main(*args, f'--workdir={tmp_path}', timeout=120)
+  assert result.returncode == 1
+  # Not even a log line: the flags are checked before anything starts.
+  assert result.stderr.strip().splitlines() == [expected], result.stderr
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
@@ -52,3 +70,117 @@ def test_workdir_is_required():
   result = run_main('--config=configs/quickstart.py', timeout=120)
   assert result.returncode != 0
   assert 'workdir' in result.stderr
+
+
+# ------------------------------------------- bad input, in-process: one line --
+
+
+def quickstart(**overrides):
+  config = runpy.run_path(os.path.join(ROOT, 'configs', 'quickstart.py'))[
+      'get_config']()
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def write_idx(directory, image_shape=(28, 28), skip=(), bad_magic=()):
+  """Four small IDX files; `skip` files are left out, `bad_magic` broken."""
+  directory.mkdir()
+  rng = np.random.default_rng(0)
+  arrays = {'train-images-idx3-ubyte': rng.integers(0, 256, (80, *image_shape)),
+            'train-labels-idx1-ubyte': np.arange(80) % 10,
+            't10k-images-idx3-ubyte': rng.integers(0, 256, (10, *image_shape)),
+            't10k-labels-idx1-ubyte': np.arange(10) % 10}
+  for name, array in arrays.items():
+    if name in skip:
+      continue
+    magic = 0x803 if 'images' in name else 0x801
+    if name in bad_magic:
+      magic = 0x0D03  # e.g. a file of another format
+    header = magic.to_bytes(4, 'big') + b''.join(
+        d.to_bytes(4, 'big') for d in array.shape)
+    (directory / name).write_bytes(header + array.astype(np.uint8).tobytes())
+  return str(directory)
+
+
+def idx_config(directory):
+  return quickstart(**{'dataset.source': 'idx', 'dataset.directory': directory})
+
+
+BAD_INPUTS = {  # case: (config maker, fragment of the one-line message)
+    'unknown embedded dataset': (
+        lambda tmp: quickstart(**{'dataset.name': 'mnist_6k'}),
+        "unknown embedded dataset 'mnist_6k'; set "
+        "--config.dataset.name=mnist_5k"),
+    'unknown tfds dataset': (
+        lambda tmp: quickstart(**{'dataset.source': 'tfds',
+                                  'dataset.name': 'no_such_dataset'}),
+        "unknown tfds dataset 'no_such_dataset'"),
+    'unknown source': (
+        lambda tmp: quickstart(**{'dataset.source': 'csv'}),
+        "unknown dataset source 'csv'; set --config.dataset.source to one of"),
+    'idx directory missing a file': (
+        lambda tmp: idx_config(write_idx(tmp / 'idx',
+                                         skip=['t10k-labels-idx1-ubyte'])),
+        'has no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte.gz; put the '
+        'four MNIST-format IDX files there'),
+    'idx file with a wrong magic number': (
+        lambda tmp: idx_config(write_idx(tmp / 'idx',
+                                         bad_magic=['train-images-idx3-ubyte'])),
+        'train-images-idx3-ubyte has magic number 0x00000d03, expected '
+        '0x00000803'),
+    'images too small for the model': (
+        lambda tmp: idx_config(write_idx(tmp / 'idx', image_shape=(12, 12))),
+        'input H=12 is too small for the convolutions'),
+    'routing iterations < 1': (
+        lambda tmp: quickstart(**{'model.routing_iters': 0}),
+        'config.model.routing_iters must be an int >= 1, got 0; set '
+        '--config.model.routing_iters=3.'),
+    'batch size < 1': (
+        lambda tmp: quickstart(batch_size=0),
+        'config.batch_size must be an int >= 1, got 0; set '
+        '--config.batch_size=N.'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_status_1(tmp_path, case):
+  make_config, fragment = BAD_INPUTS[case]
+  workdir = tmp_path / 'run'
+  with pytest.raises(SystemExit) as e:
+    main.run(make_config(tmp_path), str(workdir))
+  # sys.exit(str) prints the string to stderr and exits with status 1.
+  message = e.value.code
+  assert isinstance(message, str), message
+  assert message.startswith('error: ') and '\n' not in message, message
+  assert fragment in message, message
+  assert not os.path.exists(workdir / 'checkpoints')
+
+
+def test_unwritable_workdir_is_one_line(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(SystemExit) as e:
+    main.run(quickstart(), str(blocker / 'run'))
+  message = e.value.code
+  assert isinstance(message, str) and '\n' not in message, message
+  assert message.startswith(f'error: cannot write to workdir {blocker}/run')
+  assert message.endswith('pass a writable --workdir.')
+
+
+@pytest.mark.parametrize('error', [
+    train.NonFiniteError('training stopped at step 5: loss = nan (not '
+                         'finite); ...'),
+    checkpoints.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
+                                       'back intact (...); ...'),
+])
+def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
+                                                    error):
+  # Raised by real runs in test_train.py and test_checkpoints.py; here only
+  # how main reports them.
+  def train_and_evaluate(config, workdir):
+    raise error
+
+  monkeypatch.setattr(train, 'train_and_evaluate', train_and_evaluate)
+  with pytest.raises(SystemExit) as e:
+    main.run(quickstart(), str(tmp_path))
+  assert e.value.code == f'error: {error}'

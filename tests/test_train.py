@@ -1,5 +1,7 @@
 """End-to-end tests of capsjax.train on tfds mock data with a shrunk CapsNet."""
+import functools
 import json
+import logging
 import os
 
 import jax
@@ -9,6 +11,7 @@ import runpy
 import tensorflow_datasets as tfds
 
 from capsjax import checkpoints
+from capsjax import input_pipeline
 from capsjax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,3 +148,88 @@ def test_unwritable_workdir(tmp_path):
   blocker.write_text('not a directory')
   with pytest.raises(train.ConfigError, match='cannot write to workdir'):
     run(small_config(), blocker / 'run')
+
+
+def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
+                                                        caplog):
+  # Checkpoints at 2, 4, 6; the batch of step 5 is poisoned with NaN pixels,
+  # which step 6's boundary (not a log step) must catch and attribute to 5.
+  config = small_config(num_train_steps=6, log_every_steps=3,
+                        eval_every_steps=6, checkpoint_every_steps=2,
+                        **{'model.conv_impl': 'xla'})
+  clean_batch = input_pipeline.train_batch
+
+  def poisoned_batch(split, step, **kwargs):
+    batch = clean_batch(split, step, **kwargs)
+    if step == 4:  # 0-based batch index: the batch of step 5
+      batch['image'] = np.full_like(batch['image'], np.nan)
+    return batch
+
+  monkeypatch.setattr(input_pipeline, 'train_batch', poisoned_batch)
+  with pytest.raises(train.NonFiniteError) as e:
+    run(config, tmp_path)
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith('training stopped at step 5: loss = nan'), message
+  assert 'grad_norm = nan' in message
+  assert f'step 4 in {tmp_path / "checkpoints"}' in message
+  assert '--config.learning_rate (now 0.001)' in message
+  # Nothing of the bad state was saved or logged.
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  records = read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [(r['step'], r['split']) for r in records] == [(3, 'train')]
+  assert not os.path.exists(tmp_path / 'summary.json')
+
+  # With clean data the rerun resumes from the last good checkpoint.
+  monkeypatch.setattr(input_pipeline, 'train_batch', clean_batch)
+  with caplog.at_level(logging.INFO):
+    state, summary = run(config, tmp_path)
+  assert any('at step 4.' in r.getMessage() for r in caplog.records
+             if r.getMessage().startswith('Resumed from'))
+  assert int(state.step) == summary['steps'] == 6
+  assert np.isfinite(summary['test_loss'])
+  records = read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [(r['step'], r['split']) for r in records] == [
+      (3, 'train'), (6, 'train'), (6, 'test')]
+
+
+@pytest.mark.parametrize('values,expected', [
+    ([{'loss': 1.0, 'grad_norm': 2.0, 'param_norm': 3.0}] * 3, None),
+    ([{'loss': 1.0, 'grad_norm': 2.0, 'param_norm': 3.0},
+      {'loss': 1.0, 'grad_norm': np.inf, 'param_norm': 3.0},
+      {'loss': np.nan, 'grad_norm': np.nan, 'param_norm': 3.0}],
+     (11, {'grad_norm': np.inf})),
+    ([{'loss': 1.0, 'grad_norm': 2.0, 'param_norm': -np.inf}],
+     (10, {'param_norm': -np.inf})),
+])
+def test_first_non_finite_names_the_step_and_the_quantity(values, expected):
+  fetched = [{k: np.float32(v) for k, v in m.items()} for m in values]
+  assert train._first_non_finite(fetched, first_step=10) == expected
+
+
+def test_evaluate_counts_every_example_once(tmp_path):
+  # 13 examples in batches of 5: 5 + 5 + 3 real rows, 2 rows of padding.
+  config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3,
+                           'model.conv_impl': 'xla'})
+  rng = np.random.default_rng(0)
+  split = input_pipeline.Split(
+      images=rng.integers(0, 256, (13, 12, 12, 1)).astype(np.uint8),
+      labels=rng.integers(0, 10, 13).astype(np.int32))
+  dataset = input_pipeline.Dataset(name='random', train=split, test=split,
+                                   num_classes=10)
+  model = train.create_model(config.model, dataset)
+  state = train.create_train_state(config, model, jax.random.key(0))
+  eval_step_fn = jax.jit(functools.partial(train.eval_step,
+                                           loss_config=config.loss))
+  metrics = train.evaluate(eval_step_fn, state, split, batch_size=5)
+  assert metrics['num_examples'] == 13
+
+  # All 13 at once, as the test-time forward pass sees them.
+  batch = {'image': split.images.astype(np.float32) / 255,
+           'label': split.labels}
+  outputs = jax.jit(model.apply)({'params': state.params}, batch['image'])
+  direct = jax.tree.map(lambda x: float(np.mean(x)), train._per_example_losses(
+      outputs, batch, config.loss))
+  assert 0 < direct['accuracy'] < 1  # so a miscounted example would show
+  for key, value in direct.items():
+    assert metrics[key] == pytest.approx(value, rel=1e-5), key
