@@ -48,6 +48,9 @@ class Checkpointer:
   device, and the files are written in the background. A step directory
   appears only when it is complete, so an interrupted save never shadows the
   previous checkpoint.
+
+  In a multi-host run every process calls `save` and `restore` (orbax
+  coordinates them and writes each replicated array once).
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
@@ -67,8 +70,14 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, target: Any,
-              model_config: Optional[dict] = None) -> tuple[Any, dict]:
+              model_config: Optional[dict] = None, *,
+              sharding: Optional[jax.sharding.Sharding] = None
+              ) -> tuple[Any, dict]:
     """Restores `step` into the structure, shapes and dtypes of `target`.
+
+    The arrays are placed by `sharding` (e.g. replicated over the current
+    mesh), or else like `target`'s leaves; not as they were when saved, so a
+    checkpoint written on N devices restores on any other number.
 
     Raises:
       CheckpointMismatchError: if an array's shape differs from `target`'s,
@@ -95,6 +104,10 @@ class Checkpointer:
           f'{", ".join(diff[:3])}{" ..." if len(diff) > 3 else ""}; use a new '
           f'--workdir for a different model, or drop the override.')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    if sharding is not None:
+      abstract = jax.tree.map(
+          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding,
+                                         weak_type=a.weak_type), abstract)
     state = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))['state']
     return state, meta

@@ -28,6 +28,7 @@ from capsjax import input_pipeline
 from capsjax import losses
 from capsjax import metric_writers
 from capsjax import models
+from capsjax import parallel
 
 
 class ConfigError(ValueError):
@@ -141,11 +142,19 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
 
 def evaluate(eval_step_fn, state, split: input_pipeline.Split,
-             batch_size: int) -> dict[str, float]:
-  """Mean metrics over the whole split, every example counted once."""
+             batch_size: int, mesh=None) -> dict[str, float]:
+  """Mean metrics over the whole split, every example counted once.
+
+  Each host reads only its rows of every batch; `eval_step_fn` (see
+  `parallel.jit_eval_step`) gets the global batch, sharded over `mesh`
+  (default: all devices).
+  """
   totals = None
-  for batch in input_pipeline.eval_batches(split, batch_size):
-    sums = eval_step_fn(state, batch)
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  for batch in input_pipeline.eval_batches(
+      split, batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count()):
+    sums = eval_step_fn(state, parallel.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
@@ -193,6 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   start_time = time.perf_counter()
   _check_config(config)
+  mesh = parallel.create_mesh()
+  for name in ('batch_size', 'eval_batch_size'):
+    if error := parallel.divisibility_error(name, config[name], mesh):
+      raise ConfigError(error)
+  logging.info(parallel.describe(mesh, config.batch_size))
   workdir = _prepare_workdir(workdir)
   is_writer = jax.process_index() == 0
 
@@ -207,7 +221,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f'({dataset.train.num_examples} examples); lower --config.batch_size.')
 
   model = create_model(config.model, dataset)
-  state = create_train_state(config, model, jax.random.key(config.seed))
+  state = parallel.init_replicated(
+      lambda: create_train_state(config, model, jax.random.key(config.seed)),
+      mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('CapsNet with %d parameters on %s.', num_params,
                jax.devices()[0].platform)
@@ -217,7 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   progress = {'train_time_s': 0.0, 'train_images': 0, 'wall_s': 0.0}
   latest = ckpt.latest_step()
   if latest is not None:
-    state, meta = ckpt.restore(latest, state, model_config)
+    state, meta = ckpt.restore(latest, state, model_config,
+                               sharding=parallel.replicated(mesh))
     progress = {k: meta['progress'][k] for k in progress}
     for key in ('seed', 'batch_size'):
       if meta[key] != config[key]:
@@ -240,10 +257,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       ckpt.close()
       return state, summary
 
-  train_step_fn = jax.jit(
-      functools.partial(train_step, loss_config=config.loss),
-      donate_argnums=0)
-  eval_step_fn = jax.jit(functools.partial(eval_step, loss_config=config.loss))
+  train_step_fn = parallel.jit_train_step(
+      functools.partial(train_step, loss_config=config.loss), mesh)
+  eval_step_fn = parallel.jit_eval_step(
+      functools.partial(eval_step, loss_config=config.loss), mesh)
   writer = metric_writers.MetricWriter(workdir, enabled=is_writer)
 
   def meta_for(step):
@@ -255,7 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   batches = input_pipeline.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
-      max_shift=config.dataset.max_shift, start_step=start_step)
+      max_shift=config.dataset.max_shift, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
   schedule = learning_rate_schedule(config)
   pending = []  # Device metrics since the last log: fetched in one go.
   test_metrics = None
@@ -265,7 +283,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   timed_since, timed_images = None, 0
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
-      state, metrics = train_step_fn(state, next(batches))
+      state, metrics = train_step_fn(
+          state, parallel.global_batch(next(batches), mesh))
       pending.append(metrics)
       bar.update(1)
       if timed_since is None:
@@ -304,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         pending = []
       if eval_now:
         test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                                config.eval_batch_size)
+                                config.eval_batch_size, mesh)
         writer.write_scalars(step, 'test', test_metrics)
         logging.info('step %d: test loss %.4f, accuracy %.4f (error %.2f%%).',
                      step, test_metrics['loss'], test_metrics['accuracy'],
@@ -323,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # Nothing was trained in this invocation (restored a finished run whose
     # summary was missing): evaluate the restored state.
     test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                            config.eval_batch_size)
+                            config.eval_batch_size, mesh)
   progress['wall_s'] += time.perf_counter() - start_time
   ckpt.close()
   train_rate = (progress['train_images'] / progress['train_time_s']
