@@ -60,15 +60,15 @@ def _maybe_initialize_distributed() -> None:
            if FLAGS[name].value is not None]
   if not FLAGS.distributed:
     if given:
-      sys.exit(f'error: {", ".join(given)} only apply to multi-host runs; add '
-               f'--distributed.')
+      sys.exit(f'error: {", ".join(given)} {"is" if len(given) == 1 else "are"}'
+               f' for multi-host runs only; add --distributed.')
     return
   try:
     parallel.initialize_distributed(FLAGS.coordinator_address,
                                     FLAGS.num_processes, FLAGS.process_id)
   except ValueError as e:
     # JAX found no Slurm/Open MPI/TPU cluster and lacks an argument.
-    sys.exit(f'error: --distributed cannot start ({e}); pass '
+    sys.exit(f'error: --distributed cannot start ({str(e).rstrip(".")}); pass '
              f'--coordinator_address=HOST:PORT --num_processes=N '
              f'--process_id=I on every host, or launch under Slurm, Open MPI '
              f'or a Cloud TPU pod.')
