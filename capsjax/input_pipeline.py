@@ -8,7 +8,9 @@ Three sources fill a `Dataset` of two in-memory `Split`s:
 
 Training batches are a pure function of `(split, step, batch_size, seed,
 max_shift)`, so a run resumed from a checkpointed step sees exactly the batches
-it would have seen without the interruption. Everything here is numpy; only
+it would have seen without the interruption. With several processes (hosts)
+each builds only its rows of every global batch, and the global batch is the
+same for any number of processes. Everything here is numpy; only
 the tfds loader imports TensorFlow, and only when it is used.
 """
 import collections
