@@ -6,6 +6,7 @@ the 1-device half runs in the pytest process, which has one CPU device.
 """
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,15 @@ def test_process_arguments_errors(kwargs, fragment):
   assert '\n' not in str(e.value)
   with pytest.raises(input_pipeline.DataError, match=fragment):
     input_pipeline.eval_batches(split, 8, **kwargs)
+
+
+@pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'quickstart'])
+def test_shipped_configs_split_over_up_to_8_devices(name):
+  config = runpy.run_path(os.path.join(HERE, '..', 'configs',
+                                       f'{name}.py'))['get_config']()
+  # A multiple of 8 splits over 1, 2, 4 and 8 devices.
+  assert config.batch_size % 8 == 0
+  assert config.eval_batch_size % 8 == 0
 
 
 # ------------------------------------------ 4 devices against 1 end to end --
