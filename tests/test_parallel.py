@@ -8,6 +8,7 @@ import json
 import os
 import runpy
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from capsjax import checkpoints
 from capsjax import input_pipeline
 from capsjax import parallel
 from capsjax import train
+import multihost_worker
 from test_train import NUM_MOCK
 from test_train import read_jsonl
 from test_train import run
@@ -126,6 +128,64 @@ def test_shipped_configs_split_over_up_to_8_devices(name):
   # A multiple of 8 splits over 1, 2, 4 and 8 devices.
   assert config.batch_size % 8 == 0
   assert config.eval_batch_size % 8 == 0
+
+
+# ------------------------------------- two processes of 2 devices (hosts) --
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_build_the_single_host_batches(tmp_path):
+  """Two processes (hosts) of 2 CPU devices each, as `--distributed` runs."""
+  port = free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(HERE, 'multihost_worker.py'), str(i),
+       str(port), str(tmp_path)], env=env, cwd=HERE, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+  finally:
+    for worker in workers:
+      if worker.poll() is None:
+        worker.kill()
+        worker.wait()
+  for worker, stderr in zip(workers, errors):
+    assert worker.returncode == 0, stderr[-3000:]
+  with open(tmp_path / 'multihost.json') as f:
+    out = json.load(f)
+
+  assert out['describe'] == ('Training on 4 devices (cpu) across 2 hosts; '
+                             'global batch 8, 2 per device.')
+  # Each host built its 4 rows; the global batches are the one-host ones.
+  split = multihost_worker.labelled_split()
+  for step in range(3):
+    whole = input_pipeline.train_batch(
+        split, step, batch_size=multihost_worker.BATCH_SIZE,
+        seed=multihost_worker.SEED, max_shift=multihost_worker.MAX_SHIFT)
+    weights = np.arange(1, len(whole['label']) + 1)
+    assert out[f'step_{step}']['weighted_labels'] == np.sum(
+        weights * whole['label'])
+    np.testing.assert_allclose(out[f'step_{step}']['image_sums'],
+                               whole['image'].sum(axis=(1, 2, 3)), rtol=1e-6)
+  # Evaluation saw each of the 37 examples once: mean label (0 + ... + 36)/37.
+  assert out['eval']['num_examples'] == multihost_worker.NUM_EXAMPLES == 37
+  assert out['eval']['loss'] == 18.0
+  # The checkpoint the two hosts wrote restores on this one device.
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  restored, meta = ckpt.restore(
+      3, {'w': jax.numpy.zeros(6), 'step': jax.numpy.int32(0)},
+      sharding=device)
+  ckpt.close()
+  assert meta == {'step': 3}
+  np.testing.assert_array_equal(restored['w'], np.arange(6.0))
+  assert int(restored['step']) == 3 and restored['w'].sharding == device
 
 
 # ------------------------------------------ 4 devices against 1 end to end --
