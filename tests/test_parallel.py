@@ -1,8 +1,10 @@
-"""Data parallelism: per-host batch rows, and 4 CPU devices against 1.
+"""Data parallelism: per-host batch rows, two hosts, 4 CPU devices against 1.
 
 The 4-device half of the end-to-end test runs in a subprocess (this file is
 also its script) with `XLA_FLAGS=--xla_force_host_platform_device_count=4`;
-the 1-device half runs in the pytest process, which has one CPU device.
+the 1-device half runs in the pytest process, which has one CPU device. The
+two-host test starts two `multihost_worker.py` processes that connect with
+`jax.distributed` on localhost.
 """
 import json
 import os
@@ -176,12 +178,14 @@ def test_two_hosts_build_the_single_host_batches(tmp_path):
   # Evaluation saw each of the 37 examples once: mean label (0 + ... + 36)/37.
   assert out['eval']['num_examples'] == multihost_worker.NUM_EXAMPLES == 37
   assert out['eval']['loss'] == 18.0
-  # The checkpoint the two hosts wrote restores on this one device.
+  # The checkpoint the two hosts wrote restores on this one device, placed
+  # by `sharding` (the abstract target has none; orbax alone would try the
+  # 4 saving devices).
   ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  restored, meta = ckpt.restore(
-      3, {'w': jax.numpy.zeros(6), 'step': jax.numpy.int32(0)},
-      sharding=device)
+  target = {'w': jax.ShapeDtypeStruct((6,), np.float32),
+            'step': jax.ShapeDtypeStruct((), np.int32)}
+  restored, meta = ckpt.restore(3, target, sharding=device)
   ckpt.close()
   assert meta == {'step': 3}
   np.testing.assert_array_equal(restored['w'], np.arange(6.0))
