@@ -142,7 +142,8 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
 
 def evaluate(eval_step_fn, state, split: input_pipeline.Split,
-             batch_size: int, mesh=None) -> dict[str, float]:
+             batch_size: int,
+             mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
   """Mean metrics over the whole split, every example counted once.
 
   Each host reads only its rows of every batch; `eval_step_fn` (see
@@ -206,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   for name in ('batch_size', 'eval_batch_size'):
     if error := parallel.divisibility_error(name, config[name], mesh):
       raise ConfigError(error)
-  logging.info(parallel.describe(mesh, config.batch_size))
+  logging.info('%s', parallel.describe(mesh, config.batch_size))
   workdir = _prepare_workdir(workdir)
   is_writer = jax.process_index() == 0
 
