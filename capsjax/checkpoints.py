@@ -94,6 +94,9 @@ class Checkpointer:
   device, and the files are written in the background. A step directory
   appears only when it is complete, so an interrupted save never shadows the
   previous checkpoint.
+
+  In a multi-host run every process calls `save` and `restore` (orbax
+  coordinates them and writes each replicated array once).
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
@@ -118,8 +121,14 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, target: Any,
-              model_config: Optional[dict] = None) -> tuple[Any, dict]:
+              model_config: Optional[dict] = None, *,
+              sharding: Optional[jax.sharding.Sharding] = None
+              ) -> tuple[Any, dict]:
     """Restores `step` into the structure, shapes and dtypes of `target`.
+
+    The arrays are placed by `sharding` (e.g. replicated over the current
+    mesh), or else like `target`'s leaves; not as they were when saved, so a
+    checkpoint written on N devices restores on any other number.
 
     Raises:
       CheckpointMismatchError: if an array's shape differs from `target`'s,
@@ -148,6 +157,10 @@ class Checkpointer:
           f'{", ".join(diff[:3])}{" ..." if len(diff) > 3 else ""}; use a new '
           f'--workdir for a different model, or drop the override.')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    if sharding is not None:
+      abstract = jax.tree.map(
+          lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding,
+                                         weak_type=a.weak_type), abstract)
     state = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))['state']
     saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checksums
@@ -157,9 +170,13 @@ class Checkpointer:
           f'CRC-32 saved with them; restore it from a backup or delete it.')
     return state, meta
 
-  def restore_latest(self, target: Any, model_config: Optional[dict] = None
-                     ) -> Optional[tuple[int, Any, dict]]:
+  def restore_latest(
+      self, target: Any, model_config: Optional[dict] = None,
+      sharding: Optional[jax.sharding.Sharding] = None
+  ) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest checkpoint that reads back: `(step, state, meta)`.
+
+    `model_config` and `sharding` are passed on to `restore`.
 
     A newer checkpoint that fails to read is moved to
     `<directory>_corrupt/<step>-<time>` (nothing is deleted) with a warning
@@ -178,7 +195,8 @@ class Checkpointer:
     failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        state, meta = self.restore(step, target, model_config)
+        state, meta = self.restore(step, target, model_config,
+                                   sharding=sharding)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except

@@ -8,7 +8,9 @@ Three sources fill a `Dataset` of two in-memory `Split`s:
 
 Training batches are a pure function of `(split, step, batch_size, seed,
 max_shift)`, so a run resumed from a checkpointed step sees exactly the batches
-it would have seen without the interruption. Everything here is numpy; only
+it would have seen without the interruption. With several processes (hosts)
+each builds only its rows of every global batch, and the global batch is the
+same for any number of processes. Everything here is numpy; only
 the tfds loader imports TensorFlow, and only when it is used.
 """
 import collections
@@ -597,9 +599,26 @@ def _check_batching(split: Split, batch_size, seed, max_shift):
   return batch_size, seed, max_shift
 
 
+def _process_rows(batch_size: int, process_index, process_count) -> slice:
+  """This process's contiguous rows of a global batch of `batch_size`."""
+  process_count = _check_int(process_count, 'process_count', 1)
+  process_index = _check_int(process_index, 'process_index', 0)
+  if process_index >= process_count:
+    raise DataError(f'process_index {process_index} is out of range for '
+                    f'{process_count} processes; pass an index in [0, '
+                    f'{process_count - 1}].')
+  if batch_size % process_count:
+    raise DataError(
+        f'batch size {batch_size} is not divisible by the {process_count} '
+        f'processes; use a multiple of {process_count}.')
+  rows = batch_size // process_count
+  return slice(process_index * rows, (process_index + 1) * rows)
+
+
 def train_batch(split: Split, step: int, *, batch_size: int, seed: int,
-                max_shift: int) -> dict[str, np.ndarray]:
-  """The training batch of `step`: a pure function of its arguments.
+                max_shift: int, process_index: int = 0,
+                process_count: int = 1) -> dict[str, np.ndarray]:
+  """This process's rows of the training batch of `step`; a pure function.
 
   Epochs are `N // batch_size` steps (the remainder of each epoch's order is
   dropped); epoch `e` visits the examples in a random order seeded by
@@ -607,18 +626,25 @@ def train_batch(split: Split, step: int, *, batch_size: int, seed: int,
   `[-max_shift, max_shift]`, with zero fill (the paper's augmentation), drawn
   from a generator seeded by `(seed, step)`.
 
+  The order and the shifts are drawn for the whole global batch, and process
+  `p` of `P` gathers and shifts only rows `[p * B / P, (p + 1) * B / P)`; so
+  the processes' rows concatenate to the single-process batch, whatever `P`.
+
   Args:
     split: the training examples.
     step: global training step, >= 0.
-    batch_size: examples per batch, at most `split.num_examples`.
+    batch_size: examples per global batch, at most `split.num_examples`.
     seed: non-negative int; the same seed gives the same batches.
     max_shift: largest shift in pixels; 0 turns augmentation off.
+    process_index: this process, in `[0, process_count)`.
+    process_count: processes sharing the global batch; divides `batch_size`.
 
   Returns:
-    `{'image': [B, H, W, C] float32 in [0, 1], 'label': [B] int32}`.
+    `{'image': [B/P, H, W, C] float32 in [0, 1], 'label': [B/P] int32}`.
   """
   batch_size, seed, max_shift = _check_batching(split, batch_size, seed,
                                                 max_shift)
+  rows = _process_rows(batch_size, process_index, process_count)
   step = _check_int(step, 'step', 0)
   epoch, index_in_epoch = divmod(step, split.num_examples // batch_size)
   # The leading 0 / 1 keep the order and shift streams apart even when an
@@ -626,16 +652,18 @@ def train_batch(split: Split, step: int, *, batch_size: int, seed: int,
   order = np.random.default_rng([0, seed, epoch]).permutation(
       split.num_examples)
   indices = order[index_in_epoch * batch_size:(index_in_epoch + 1) * batch_size]
+  indices = indices[rows]
   images = split.images[indices]
   if max_shift:
     shifts = np.random.default_rng([1, seed, step]).integers(
         -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
-    images = shift_images(images, shifts)
+    images = shift_images(images, shifts[rows])
   return {'image': _to_float(images), 'label': split.labels[indices]}
 
 
 def train_batches(split: Split, *, batch_size: int, seed: int, max_shift: int,
-                  start_step: int = 0, prefetch: int = 2):
+                  start_step: int = 0, prefetch: int = 2,
+                  process_index: int = 0, process_count: int = 1):
   """Endless `train_batch(split, s, ...)` for s = start_step, start_step + 1...
 
   With `prefetch > 0` the next `prefetch` batches are computed on one
@@ -649,18 +677,22 @@ def train_batches(split: Split, *, batch_size: int, seed: int, max_shift: int,
     max_shift: see `train_batch`.
     start_step: the first step, e.g. the step restored from a checkpoint.
     prefetch: batches computed ahead; 0 computes each batch on demand.
+    process_index: see `train_batch`.
+    process_count: see `train_batch`.
 
   Returns:
     An iterator of `train_batch` dicts.
   """
   # Checked now, not at the first next(): errors belong to the call site.
-  _check_batching(split, batch_size, seed, max_shift)
+  batch_size = _check_batching(split, batch_size, seed, max_shift)[0]
+  _process_rows(batch_size, process_index, process_count)
   start_step = _check_int(start_step, 'start_step', 0)
   prefetch = _check_int(prefetch, 'prefetch', 0)
 
   def make(step):
     return train_batch(split, step, batch_size=batch_size, seed=seed,
-                       max_shift=max_shift)
+                       max_shift=max_shift, process_index=process_index,
+                       process_count=process_count)
 
   if prefetch == 0:
     return (make(step) for step in itertools.count(start_step))
@@ -687,33 +719,41 @@ def _prefetched(make, start_step: int, prefetch: int):
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def eval_batches(split: Split, batch_size: int):
+def eval_batches(split: Split, batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1):
   """Every example of `split` exactly once, in order, in fixed-size batches.
 
-  All batches have exactly `batch_size` rows, so a jitted eval step compiles
-  once: the last batch is zero-padded and its `mask` marks the real rows.
+  All global batches have exactly `batch_size` rows, so a jitted eval step
+  compiles once: the last batch is zero-padded and its `mask` marks the real
+  rows. Process `p` of `P` gets rows `[p * B / P, (p + 1) * B / P)` of each
+  global batch, and every process gets the same number of batches.
 
   Args:
     split: the examples to evaluate.
-    batch_size: rows per batch, >= 1.
+    batch_size: rows per global batch, >= 1.
+    process_index: this process, in `[0, process_count)`.
+    process_count: processes sharing each batch; divides `batch_size`.
 
   Returns:
-    An iterator of `{'image': [B, H, W, C] float32 in [0, 1],
-    'label': [B] int32, 'mask': [B] float32}` with mask 1 for real rows and
-    0 for padding.
+    An iterator of `{'image': [B/P, H, W, C] float32 in [0, 1],
+    'label': [B/P] int32, 'mask': [B/P] float32}` with mask 1 for real rows
+    and 0 for padding.
   """
   batch_size = _check_int(batch_size, 'batch_size', 1)
-  return _eval_batches(split, batch_size)
+  rows = _process_rows(batch_size, process_index, process_count)
+  return _eval_batches(split, batch_size, rows)
 
 
-def _eval_batches(split: Split, batch_size: int):
+def _eval_batches(split: Split, batch_size: int, rows: slice):
+  local_size = rows.stop - rows.start
   for start in range(0, split.num_examples, batch_size):
-    images = split.images[start:start + batch_size]
-    labels = split.labels[start:start + batch_size]
-    mask = np.ones(batch_size, np.float32)
+    # Slicing clips at the end of the split: a process past it gets 0 rows.
+    images = split.images[start + rows.start:start + rows.stop]
+    labels = split.labels[start + rows.start:start + rows.stop]
+    mask = np.ones(local_size, np.float32)
     num_real = len(labels)
-    if num_real < batch_size:
-      padding = batch_size - num_real
+    if num_real < local_size:
+      padding = local_size - num_real
       images = np.pad(images, ((0, padding), (0, 0), (0, 0), (0, 0)))
       labels = np.pad(labels, (0, padding))
       mask[num_real:] = 0

@@ -9,6 +9,9 @@ Every mistake a user can fix (a bad flag or config value, unusable data, a
 workdir that cannot be written, a checkpoint of another model, a diverged
 run) ends the program with exit status 1 and one line, `error: ...`, that says
 what is wrong and how to fix it.
+
+All visible devices are used. For several hosts, run the same command on each
+with --distributed (see the README, "Multiple devices and hosts").
 """
 import logging as std_logging
 import re
@@ -24,6 +27,7 @@ from capsjax import checkpoints
 from capsjax import cpu_runtime
 from capsjax import input_pipeline
 from capsjax import models
+from capsjax import parallel
 from capsjax import train
 
 FLAGS = flags.FLAGS
@@ -31,7 +35,19 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and '
                     'summary.json; rerunning with the same one resumes.')
 config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/mnist.py.', lock_config=True)
+flags.DEFINE_bool(
+    'distributed', False, 'Multi-host run: connect to the other processes with '
+    'jax.distributed.initialize() first. Detected automatically on Slurm, Open '
+    'MPI, Kubernetes and Cloud TPU; elsewhere also pass the three flags below.')
+flags.DEFINE_string('coordinator_address', None, 'With --distributed: '
+                    'HOST:PORT of process 0 (or set JAX_COORDINATOR_ADDRESS).')
+flags.DEFINE_integer('num_processes', None, 'With --distributed: the number '
+                     'of processes (hosts) in the run.', lower_bound=1)
+flags.DEFINE_integer('process_id', None, 'With --distributed: this process, '
+                     '0 .. num_processes - 1.', lower_bound=0)
 flags.mark_flags_as_required(['config', 'workdir'])
+
+_DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 
 # Errors the user can fix from the command line: reported in one line.
 USER_ERRORS = (input_pipeline.DataError, models.InputShapeError,
@@ -116,10 +132,31 @@ def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
   default(unraisable)
 
 
+def _maybe_initialize_distributed() -> None:
+  given = [f'--{name}' for name in _DISTRIBUTED_FLAGS
+           if FLAGS[name].value is not None]
+  if not FLAGS.distributed:
+    if given:
+      sys.exit(f'error: {", ".join(given)} {"is" if len(given) == 1 else "are"}'
+               f' for multi-host runs only; add --distributed.')
+    return
+  try:
+    parallel.initialize_distributed(FLAGS.coordinator_address,
+                                    FLAGS.num_processes, FLAGS.process_id)
+  except ValueError as e:
+    # JAX found no Slurm/Open MPI/TPU cluster and lacks an argument.
+    sys.exit(f'error: --distributed cannot start ({str(e).rstrip(".")}); pass '
+             f'--coordinator_address=HOST:PORT --num_processes=N '
+             f'--process_id=I on every host, or launch under Slurm, Open MPI '
+             f'or a Cloud TPU pod.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   tuned = cpu_runtime.configure()  # Before JAX runs anything.
+  # Before any other JAX call: it decides which devices this process sees.
+  _maybe_initialize_distributed()
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sys.unraisablehook = _drop_closed_loop_reports
   # tfds uses TensorFlow only to read data; keep it off the accelerators,

@@ -31,6 +31,7 @@ from capsjax import layers
 from capsjax import losses
 from capsjax import metric_writers
 from capsjax import models
+from capsjax import parallel
 
 
 class ConfigError(ValueError):
@@ -192,11 +193,20 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
 
 def evaluate(eval_step_fn, state, split: input_pipeline.Split,
-             batch_size: int) -> dict[str, float]:
-  """Mean metrics over the whole split, every example counted once."""
+             batch_size: int,
+             mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+  """Mean metrics over the whole split, every example counted once.
+
+  Each host reads only its rows of every batch; `eval_step_fn` (see
+  `parallel.jit_eval_step`) gets the global batch, sharded over `mesh`
+  (default: all devices).
+  """
   totals = None
-  for batch in input_pipeline.eval_batches(split, batch_size):
-    sums = eval_step_fn(state, batch)
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  for batch in input_pipeline.eval_batches(
+      split, batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count()):
+    sums = eval_step_fn(state, parallel.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals.pop('count'))
@@ -248,6 +258,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   start_time = time.perf_counter()
   _check_config(config)
+  mesh = parallel.create_mesh()
+  for name in ('batch_size', 'eval_batch_size'):
+    if error := parallel.divisibility_error(name, config[name], mesh):
+      raise ConfigError(error)
+  logging.info('%s', parallel.describe(mesh, config.batch_size))
   workdir = _prepare_workdir(workdir)
   is_writer = jax.process_index() == 0
 
@@ -262,7 +277,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f'({dataset.train.num_examples} examples); lower --config.batch_size.')
 
   model = create_model(config.model, dataset)
-  state = create_train_state(config, model, jax.random.key(config.seed))
+  state = parallel.init_replicated(
+      lambda: create_train_state(config, model, jax.random.key(config.seed)),
+      mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('CapsNet with %d parameters on %s.', num_params,
                jax.devices()[0].platform)
@@ -270,7 +287,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   max_to_keep=config.max_checkpoints_to_keep)
   progress = {'train_time_s': 0.0, 'train_images': 0, 'wall_s': 0.0}
-  restored = ckpt.restore_latest(state, model_config)
+  restored = ckpt.restore_latest(state, model_config,
+                                 sharding=parallel.replicated(mesh))
   if restored is not None:
     latest, state, meta = restored
     progress = {k: meta['progress'][k] for k in progress}
@@ -295,10 +313,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       ckpt.close()
       return state, summary
 
-  train_step_fn = jax.jit(
-      functools.partial(train_step, loss_config=config.loss),
-      donate_argnums=0)
-  eval_step_fn = jax.jit(functools.partial(eval_step, loss_config=config.loss))
+  train_step_fn = parallel.jit_train_step(
+      functools.partial(train_step, loss_config=config.loss), mesh)
+  eval_step_fn = parallel.jit_eval_step(
+      functools.partial(eval_step, loss_config=config.loss), mesh)
   writer = metric_writers.MetricWriter(workdir, enabled=is_writer,
                                        resume_step=start_step)
 
@@ -311,7 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   batches = input_pipeline.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
-      max_shift=config.dataset.max_shift, start_step=start_step)
+      max_shift=config.dataset.max_shift, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
   schedule = learning_rate_schedule(config)
   pending = []  # Device metrics since the last log: fetched in one go.
   test_metrics = None
@@ -321,7 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   timed_since, timed_images = None, 0
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
-      state, metrics = train_step_fn(state, next(batches))
+      state, metrics = train_step_fn(
+          state, parallel.global_batch(next(batches), mesh))
       pending.append(metrics)
       bar.update(1)
       if timed_since is None:
@@ -364,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         pending = []
       if eval_now:
         test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                                config.eval_batch_size)
+                                config.eval_batch_size, mesh)
         writer.write_scalars(step, 'test', test_metrics)
         logging.info('step %d: test loss %.4f, accuracy %.4f (error %.2f%%).',
                      step, test_metrics['loss'], test_metrics['accuracy'],
@@ -383,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # Nothing was trained in this invocation (restored a finished run whose
     # summary was missing): evaluate the restored state.
     test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                            config.eval_batch_size)
+                            config.eval_batch_size, mesh)
   progress['wall_s'] += time.perf_counter() - start_time
   ckpt.close()
   train_rate = (progress['train_images'] / progress['train_time_s']

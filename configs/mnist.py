@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 128
-  config.eval_batch_size = 500
+  config.eval_batch_size = 512  # a multiple of 1, 2, 4, 8 ... 512 devices
   config.num_train_steps = 30_000
   config.learning_rate = 1e-3
   config.lr_decay_steps = 2_000

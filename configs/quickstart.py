@@ -17,7 +17,7 @@ def get_config():
   config.dataset.source = 'embedded'
   config.dataset.name = 'mnist_5k'
   config.batch_size = 64
-  config.eval_batch_size = 250
+  config.eval_batch_size = 256  # a multiple of 1, 2, 4, 8 ... 256 devices
   config.num_train_steps = 400
   config.log_every_steps = 25
   config.eval_every_steps = 200

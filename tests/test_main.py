@@ -184,3 +184,25 @@ def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
   with pytest.raises(SystemExit) as e:
     main.run(quickstart(), str(tmp_path))
   assert e.value.code == f'error: {error}'
+
+
+def test_distributed_flags_without_a_cluster_are_one_line_errors(tmp_path):
+  # Outside Slurm/Open MPI/TPU, --distributed needs the coordinator flags;
+  # and those flags alone do nothing, so they are refused without it.
+  cluster_vars = ('SLURM_JOB_ID', 'OMPI_MCA_orte_hnp_uri',
+                  'KUBERNETES_SERVICE_HOST', 'JAX_COORDINATOR_ADDRESS')
+  env = {k: v for k, v in os.environ.items() if k not in cluster_vars}
+  for flag, expected in [
+      ('--distributed', 'error: --distributed cannot start (coordinator_address'
+                        ' should be defined); pass --coordinator_address='),
+      ('--num_processes=2', 'error: --num_processes is for multi-host runs '
+                            'only; add --distributed.')]:
+    result = subprocess.run(
+        [sys.executable, '-m', 'capsjax.main', '--config=configs/quickstart.py',
+         f'--workdir={tmp_path}', flag], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(expected), (
+        result.stderr)
+    assert not os.path.exists(tmp_path / 'checkpoints')

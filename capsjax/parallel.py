@@ -1,0 +1,120 @@
+"""Data parallelism with JAX's SPMD machinery, over all devices of all hosts.
+
+A 1-D `Mesh` over `jax.devices()` with one axis, 'data'. Batches are sharded
+along their first axis (`P('data')`), the TrainState is replicated (`P()`),
+and XLA inserts the gradient all-reduce. Each host builds only its own rows
+of every global batch (see `input_pipeline.train_batch`); `global_batch` joins
+them into one `jax.Array`. On one device all of this is a no-op.
+
+Several hosts: call `initialize_distributed` before any other JAX call;
+every host then runs the same program.
+"""
+from collections.abc import Callable
+from typing import Any, Optional
+
+import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+DATA_AXIS = 'data'
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+  """Connects this process to the others of a multi-host run.
+
+  Must run before any other JAX call. Arguments left `None` are detected by
+  JAX on Slurm, Open MPI, Kubernetes and Cloud TPU; JAX itself reads only
+  `JAX_COORDINATOR_ADDRESS` from the environment.
+  """
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id)
+
+
+def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:
+  """A 1-D mesh with axis 'data' over `devices` (default: all, all hosts).
+
+  Devices are ordered by host, so host `p` of `P` holds the contiguous rows
+  `[p * B / P, (p + 1) * B / P)` of a global batch of `B`, which is what
+  `input_pipeline.train_batch(..., process_index=p, process_count=P)` builds.
+  """
+  devices = jax.devices() if devices is None else devices
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Arrays split along their first (batch) axis over the devices."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """A full copy of the array on every device."""
+  return NamedSharding(mesh, P())
+
+
+def divisibility_error(name: str, value: int, mesh: Mesh) -> Optional[str]:
+  """Why `value` cannot be split evenly over the mesh, or None if it can."""
+  num_devices = mesh.devices.size
+  if value % num_devices == 0:
+    return None
+  suggestion = max(num_devices, value - value % num_devices)
+  return (f'{name} {value} is not divisible by the {num_devices} devices; use '
+          f'a multiple of {num_devices} such as {suggestion} '
+          f'(--config.{name}={suggestion}).')
+
+
+def describe(mesh: Mesh, batch_size: int) -> str:
+  num_devices = mesh.devices.size
+  num_hosts = len({d.process_index for d in mesh.devices.flat})
+  platform = mesh.devices.flat[0].platform
+  return (f'Training on {num_devices} device{"s" * (num_devices != 1)} '
+          f'({platform}) across {num_hosts} host{"s" * (num_hosts != 1)}; '
+          f'global batch {batch_size}, {batch_size // num_devices} per device.')
+
+
+def init_replicated(init_fn: Callable[[], Any], mesh: Mesh) -> Any:
+  """`init_fn()` computed directly into a copy on every device.
+
+  Every host runs the same deterministic `init_fn`, so no values are sent
+  between hosts.
+  """
+  return jax.jit(init_fn, out_shardings=replicated(mesh))()
+
+
+def global_batch(local_batch: dict[str, np.ndarray],
+                 mesh: Mesh) -> dict[str, jax.Array]:
+  """This host's rows of a batch -> the global batch, sharded over 'data'.
+
+  Args:
+    local_batch: numpy arrays of `B / process_count` rows each: this host's
+      contiguous slice of the global batch.
+    mesh: from `create_mesh`.
+
+  Returns:
+    The same keys, each a `jax.Array` of `B` rows split over the devices.
+  """
+  return jax.make_array_from_process_local_data(batch_sharding(mesh),
+                                                local_batch)
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
+  """`train_step(state, batch) -> (state, metrics)`, jitted for the mesh.
+
+  The state is replicated and donated, the batch sharded along 'data'; the
+  new state and the (scalar) metrics come back replicated.
+  """
+  return jax.jit(train_step,
+                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh), donate_argnums=0)
+
+
+def jit_eval_step(eval_step: Callable, mesh: Mesh) -> Callable:
+  """`eval_step(state, batch) -> sums`, jitted for the mesh (sums replicated)."""
+  return jax.jit(eval_step,
+                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
