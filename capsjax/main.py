@@ -77,14 +77,18 @@ def run(config, workdir: str):
     sys.exit(error_line(e))
 
 
-def _unknown_field_message(error: Exception, argv: list[str]) -> str:
+def _unknown_field_message(error: Exception, argv: list[str]) -> str | None:
+  """The one-line message for an override of a missing field, else None."""
   # ml_collections says "'name'\nDid you mean "other" instead of "name"?",
   # sometimes as a repr with escaped quotes and newline.
   text = str(error).replace('\\n', ' ').replace("\\'", "'")
-  name = re.search(r"'(\w+)'", text)
-  name = name.group(1) if name else '?'
-  flag = next((a.split('=', 1)[0] for a in argv if a.startswith('--config.')
-               and name in a.split('=', 1)[0].split('.')), '--config')
+  match = re.search(r"'(\w+)'", text)
+  name = match.group(1) if match else None
+  overrides = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')]
+  named = [flag for flag in overrides if name in flag.split('.')]
+  if not named:
+    return None  # Not about an override, e.g. a bug in the config file.
+  flag = named[0]
   hint = re.search(r'Did you mean "(\w+)"', text)
   hint = f' (did you mean {hint.group(1)!r}?)' if hint else ''
   return (f'{flag}: the config has no field {name!r}{hint}; fix the name '
@@ -101,7 +105,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(error_line(f'{str(e).rstrip(".")}; fix the flag (--helpfull '
                         f'lists them).'))
   except (AttributeError, KeyError) as e:
-    sys.exit(error_line(_unknown_field_message(e, argv)))
+    message = _unknown_field_message(e, argv)
+    if message is None:
+      raise
+    sys.exit(error_line(message))
   except OSError as e:
     # From argv: the flag is not marked parsed when an override failed.
     filename = next((a.split('=', 1)[1] for a in argv

@@ -12,6 +12,11 @@ import pytest
 
 from capsjax import checkpoints
 
+# A failed orbax read leaves tensorstore callbacks that report "Event loop is
+# closed" when they run later (main.py drops them for CLI users).
+pytestmark = pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
+
 
 def make_state(offset=0.0, shape=(64, 32)):
   # Random and big enough that the arrays go to a data file of their own
