@@ -298,10 +298,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                         'with %r: the data order differs from an '
                         'uninterrupted run.', key, config[key], meta[key])
     logging.info('Resumed from %s at step %d.', ckpt.directory, latest)
-  # Committed to the device like train_step's outputs, so that fresh,
+  # Committed and replicated like train_step's outputs, so that fresh,
   # restored and trained states share one compiled step (a restored state
   # otherwise compiled it twice: as restored, then as trained).
-  state = jax.device_put(state, jax.devices()[0])
+  state = jax.device_put(state, parallel.replicated(mesh))
   start_step = int(state.step)
   if is_writer:
     # Only now: a config the checkpoint refused must not replace the record.
