@@ -37,6 +37,7 @@ def configure() -> list[str]:
   flags = os.environ.get('XLA_FLAGS', '')
   if _SCHEDULER_FLAG not in flags:  # The user's own setting wins.
     os.environ['XLA_FLAGS'] = f'{flags} --{_SCHEDULER_FLAG}=false'.strip()
+  if f'--{_SCHEDULER_FLAG}=false' in os.environ['XLA_FLAGS']:
     changed.append(f'XLA_FLAGS --{_SCHEDULER_FLAG}=false')
   if _tune_glibc_malloc():
     changed.append('glibc malloc: one arena, no mmap for large blocks')

@@ -13,20 +13,15 @@ what is wrong and how to fix it.
 All visible devices are used. For several hosts, run the same command on each
 with --distributed (see the README, "Multiple devices and hosts").
 """
-import logging as std_logging
 import re
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax
 from ml_collections import config_flags
 
-from capsjax import checkpoints
+from capsjax import cli
 from capsjax import cpu_runtime
-from capsjax import input_pipeline
-from capsjax import models
 from capsjax import parallel
 from capsjax import train
 
@@ -48,17 +43,8 @@ flags.DEFINE_integer('process_id', None, 'With --distributed: this process, '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
-
-# Errors the user can fix from the command line: reported in one line.
-USER_ERRORS = (input_pipeline.DataError, models.InputShapeError,
-               train.ConfigError, train.NonFiniteError,
-               checkpoints.CheckpointMismatchError,
-               checkpoints.CheckpointCorruptError)
-
-
-def error_line(problem) -> str:
-  """`problem` (an exception or text) as the one line the user sees."""
-  return 'error: ' + ' '.join(str(problem).split())
+USER_ERRORS = cli.USER_ERRORS
+error_line = cli.error_line
 
 
 def run(config, workdir: str):
@@ -71,10 +57,8 @@ def run(config, workdir: str):
     SystemExit: with `error_line(e)` as its code (so Python prints it and
       exits with status 1) for any of `USER_ERRORS`.
   """
-  try:
+  with cli.user_errors_exit():
     return train.train_and_evaluate(config, workdir)
-  except USER_ERRORS as e:
-    sys.exit(error_line(e))
 
 
 def _unknown_field_message(error: Exception, argv: list[str]) -> str | None:
@@ -120,25 +104,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   return args
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of orbax (several lines per checkpoint)."""
-
-  def filter(self, record):
-    return (record.levelno >= std_logging.WARNING
-            or '/orbax/' not in record.pathname)
-
-
-def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
-  # When orbax fails to read a damaged checkpoint it closes its event loop
-  # while tensorstore finishes the other reads, and each of those reports
-  # "Event loop is closed" with a traceback. The read error itself is
-  # handled (a warning and the previous checkpoint), so these say nothing.
-  error = unraisable.exc_value
-  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
-    return
-  default(unraisable)
-
-
 def _maybe_initialize_distributed() -> None:
   given = [f'--{name}' for name in _DISTRIBUTED_FLAGS
            if FLAGS[name].value is not None]
@@ -161,19 +126,10 @@ def _maybe_initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  tuned = cpu_runtime.configure()  # Before JAX runs anything.
+  cpu_runtime.configure()  # Before JAX runs anything (cli.setup repeats it).
   # Before any other JAX call: it decides which devices this process sees.
   _maybe_initialize_distributed()
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  sys.unraisablehook = _drop_closed_loop_reports
-  # tfds uses TensorFlow only to read data; keep it off the accelerators,
-  # which belong to JAX.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  logging.info('JAX devices: %s', jax.devices())
-  if tuned and jax.default_backend() == 'cpu':
-    logging.info('CPU tuning (see capsjax/cpu_runtime.py): %s.',
-                 '; '.join(tuned))
+  cli.setup()
   run(FLAGS.config, FLAGS.workdir)
 
 

@@ -1,5 +1,4 @@
 """Tests of capsjax.checkpoints: interrupted saves and damaged checkpoints."""
-import glob
 import logging
 import os
 

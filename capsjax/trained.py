@@ -1,0 +1,100 @@
+"""A trained run loaded back from its workdir, for analyses and figures.
+
+    run = trained.load('/tmp/capsnet_quickstart')
+    out = run.model.apply({'params': run.params}, images)
+
+WORKDIR/config.json rebuilds the dataset and the model; the latest checkpoint
+under WORKDIR/checkpoints/ supplies the parameters.
+"""
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from capsjax import checkpoints
+from capsjax import input_pipeline
+from capsjax import models
+from capsjax import train
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """Everything needed to run a trained CapsNet again.
+
+  Attributes:
+    workdir: the run's workdir (absolute).
+    config: its config.json as a ConfigDict.
+    dataset: the dataset the config names, loaded.
+    model: the CapsNet the config builds for that dataset.
+    params: the parameters of the latest checkpoint.
+    step: the training step of that checkpoint.
+  """
+  workdir: str
+  config: ml_collections.ConfigDict
+  dataset: input_pipeline.Dataset
+  model: models.CapsNet
+  params: Any
+  step: int
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run recorded in WORKDIR/config.json.
+
+  Raises:
+    train.ConfigError: if the workdir or its config.json is missing or
+      unreadable.
+  """
+  if not os.path.isdir(workdir):
+    raise train.ConfigError(f'workdir {workdir} does not exist; pass the '
+                            f'--workdir of a training run.')
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise train.ConfigError(
+        f'{workdir} has no config.json, so it is not a capsjax workdir; pass '
+        f'the --workdir of a `python -m capsjax.main` run.') from None
+  except (OSError, ValueError) as e:
+    raise train.ConfigError(f'cannot read {path} ({e}); rerun training in '
+                            f'that workdir to rewrite it.') from None
+
+
+def load(workdir: str) -> TrainedRun:
+  """Loads the config, dataset, model and latest parameters of a workdir.
+
+  Raises:
+    train.ConfigError: no config.json, or no checkpoint yet.
+    checkpoints.CheckpointMismatchError: the checkpoint does not fit the model
+      config.json describes.
+    input_pipeline.DataError: the run's dataset cannot be loaded here.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  config = read_config(workdir)
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  no_checkpoint = train.ConfigError(
+      f'{workdir} has no checkpoint yet; train first with python -m '
+      f'capsjax.main --config=... --workdir={workdir}.')
+  # Checked before opening the manager, which would create the directory.
+  if not os.path.isdir(ckpt_dir):
+    raise no_checkpoint
+  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise no_checkpoint
+    dataset = input_pipeline.load(config.dataset)
+    model = train.create_model(config.model, dataset)
+    # Only the shapes: initialising for real would compile the model's init.
+    target = jax.eval_shape(
+        functools.partial(train.create_train_state, config, model),
+        jax.random.key(0))
+    state, _ = ckpt.restore(step, target, config.model.to_dict())
+  finally:
+    ckpt.close()
+  return TrainedRun(workdir=workdir, config=config, dataset=dataset,
+                    model=model, params=state.params, step=int(state.step))
