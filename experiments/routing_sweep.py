@@ -42,18 +42,6 @@ from capsjax import cli
 from capsjax import train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/quickstart.py.',
-    lock_config=True)
-flags.DEFINE_string('sweep_dir', None, 'Directory holding one workdir per run '
-                    'and the results; rerunning with the same one resumes.')
-flags.DEFINE_string('iters', '1,3', 'Comma-separated routing iterations, '
-                    'ints >= 1.')
-flags.DEFINE_string('recon', 'on,off', 'Reconstruction loss settings to '
-                    'sweep: on, off or on,off.')
-flags.DEFINE_integer('seeds', 1, 'Seeds per combination: config.seed .. '
-                     'config.seed + N - 1.')
-flags.mark_flags_as_required(['config', 'sweep_dir'])
 
 # Section 4.1: the reconstruction loss is scaled down by 0.0005.
 PAPER_RECONSTRUCTION_WEIGHT = 0.0005
@@ -363,5 +351,27 @@ def main(argv):
   logging.info('Results in %s.', os.path.abspath(FLAGS.sweep_dir))
 
 
+
+def define_flags():
+  """Defines the command line's flags.
+
+  Called only when run as a script, so importing this module (as the tests
+  do) does not clash with the flags of capsjax.main.
+  """
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/quickstart.py.',
+      lock_config=True)
+  flags.DEFINE_string('sweep_dir', None, 'Directory holding one workdir per run '
+                      'and the results; rerunning with the same one resumes.')
+  flags.DEFINE_string('iters', '1,3', 'Comma-separated routing iterations, '
+                      'ints >= 1.')
+  flags.DEFINE_string('recon', 'on,off', 'Reconstruction loss settings to '
+                      'sweep: on, off or on,off.')
+  flags.DEFINE_integer('seeds', 1, 'Seeds per combination: config.seed .. '
+                       'config.seed + N - 1.')
+  flags.mark_flags_as_required(['config', 'sweep_dir'])
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

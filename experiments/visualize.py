@@ -42,11 +42,6 @@ from capsjax import trained
 from capsjax import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Workdir of a training run (config.json '
-                    'and checkpoints/).')
-flags.DEFINE_string('out', None, 'Directory for the PNGs; default '
-                    'WORKDIR/figures.')
-flags.mark_flags_as_required(['workdir'])
 
 # Figure 4 of the paper: each dimension shifted by these amounts.
 DELTAS = np.round(np.arange(-5, 6) * 0.05, 2)  # -0.25, -0.2, ..., 0.25
@@ -429,5 +424,20 @@ def main(argv):
     visualize(FLAGS.workdir, FLAGS.out)
 
 
+
+def define_flags():
+  """Defines the command line's flags.
+
+  Called only when run as a script, so importing this module (as the tests
+  do) does not clash with the flags of capsjax.main.
+  """
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run (config.json '
+                      'and checkpoints/).')
+  flags.DEFINE_string('out', None, 'Directory for the PNGs; default '
+                      'WORKDIR/figures.')
+  flags.mark_flags_as_required(['workdir'])
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
