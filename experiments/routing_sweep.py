@@ -352,7 +352,7 @@ def main(argv):
 
 
 
-def define_flags():
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   """Defines the command line's flags.
 
   Called only when run as a script, so importing this module (as the tests
@@ -360,17 +360,17 @@ def define_flags():
   """
   config_flags.DEFINE_config_file(
       'config', None, 'Config file, e.g. configs/quickstart.py.',
-      lock_config=True)
-  flags.DEFINE_string('sweep_dir', None, 'Directory holding one workdir per run '
-                      'and the results; rerunning with the same one resumes.')
+      lock_config=True, flag_values=flag_values)
+  flags.DEFINE_string(
+      'sweep_dir', None, 'Directory holding one workdir per run and the '
+      'results; rerunning with the same one resumes.', flag_values=flag_values)
   flags.DEFINE_string('iters', '1,3', 'Comma-separated routing iterations, '
-                      'ints >= 1.')
+                      'ints >= 1.', flag_values=flag_values)
   flags.DEFINE_string('recon', 'on,off', 'Reconstruction loss settings to '
-                      'sweep: on, off or on,off.')
+                      'sweep: on, off or on,off.', flag_values=flag_values)
   flags.DEFINE_integer('seeds', 1, 'Seeds per combination: config.seed .. '
-                       'config.seed + N - 1.')
-  flags.mark_flags_as_required(['config', 'sweep_dir'])
-
+                       'config.seed + N - 1.', flag_values=flag_values)
+  flags.mark_flags_as_required(['config', 'sweep_dir'], flag_values)
 
 if __name__ == '__main__':
   define_flags()

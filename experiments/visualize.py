@@ -425,18 +425,18 @@ def main(argv):
 
 
 
-def define_flags():
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   """Defines the command line's flags.
 
   Called only when run as a script, so importing this module (as the tests
   do) does not clash with the flags of capsjax.main.
   """
-  flags.DEFINE_string('workdir', None, 'Workdir of a training run (config.json '
-                      'and checkpoints/).')
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run '
+                      '(config.json and checkpoints/).',
+                      flag_values=flag_values)
   flags.DEFINE_string('out', None, 'Directory for the PNGs; default '
-                      'WORKDIR/figures.')
-  flags.mark_flags_as_required(['workdir'])
-
+                      'WORKDIR/figures.', flag_values=flag_values)
+  flags.mark_flags_as_required(['workdir'], flag_values)
 
 if __name__ == '__main__':
   define_flags()
