@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from capsjax import layers
 from capsjax import losses
 from capsjax import train
 from capsjax import trained
@@ -163,6 +165,16 @@ def test_plan_and_run_configs():
   config.loss.reconstruction_weight = 0.0  # on = the paper's weight
   on = routing_sweep.run_config(config, routing_sweep.Run(1, True, 5))
   assert on.loss.reconstruction_weight == 0.0005
+
+
+def test_config_changes_name_the_fields_that_differ():
+  config = tiny_config()
+  saved = json.loads(json.dumps(config.to_dict()))  # as config.json holds it
+  assert routing_sweep.config_changes(saved, config) == []
+  saved['learning_rate'] = 0.01
+  saved['num_train_steps'] = 1  # raising it extends a run: not a change
+  assert routing_sweep.config_changes(saved, config) == [
+      'learning_rate: 0.01 -> 0.001']
 
 
 def row(iters, recon, seed, error, steps=100):
@@ -349,6 +361,20 @@ def test_figure_4_grid_is_16_dimensions_by_11_decoded_images(sweep_dir):
   # Every other shift changes the decoded image.
   change = np.abs(grid - grid[:, 5:6]).max(axis=(2, 3, 4))
   assert (np.delete(change, 5, axis=1) > 1e-6).all()
+  # After 2 steps the capsules are tiny (lengths ~3e-4), so the mask hardly
+  # matters above; capsules of length ~0.5 check that row d, column k decodes
+  # capsule `select` with dimension d shifted by DELTAS[k], masked by `select`.
+  capsules = np.random.default_rng(1).normal(
+      scale=0.12, size=(10, 16)).astype(np.float32)
+  decoder = layers.Decoder((28, 28, 1), (16, 32))
+  for select in (4, 7):
+    grid = visualize.dimension_grid(run, capsules, select)
+    for d, k in ((0, 0), (9, 5), (15, 10)):
+      shifted = capsules.copy()
+      shifted[select, d] += visualize.DELTAS[k]
+      expected = decoder.apply({'params': run.params['decoder']},
+                               shifted[None], np.array([select]))
+      np.testing.assert_allclose(grid[d, k], expected[0], atol=1e-6)
 
 
 def test_workdir_without_config_or_checkpoint_is_a_one_line_error(tmp_path):
@@ -364,3 +390,19 @@ def test_workdir_without_config_or_checkpoint_is_a_one_line_error(tmp_path):
   assert '--workdir=' in str(e.value)
   assert not (tmp_path / 'checkpoints').exists()
   assert not (tmp_path / 'figures').exists()
+
+
+def test_readme_sweep_command_and_gallery():
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  section = readme.split('## Sweep routing iterations (Table 1)\n')[1]
+  command = re.search(r'```bash\n(.*?)```', section, re.S).group(1)
+  assert command.startswith('python experiments/routing_sweep.py ')
+  for flag in re.findall(r'--(\w+)[.=]', command):
+    assert flag in routing_sweep.FLAGS, flag
+  shown = re.findall(r'\(docs/gallery/(\w+)\.png\)', readme)
+  assert sorted(shown) == sorted(EXPECTED_PNG_SIZES)
+  for name in shown:
+    path = os.path.join(ROOT, 'docs', 'gallery', f'{name}.png')
+    assert png_size(path) == EXPECTED_PNG_SIZES[name], name
+    assert os.path.getsize(path) < 80_000, name
