@@ -90,6 +90,9 @@ def test_sliced_conv_bfloat16_inputs_float32_accumulation(shape, kernel_size,
   got = vjp(layers.sliced_conv, jnp.bfloat16)
   want_y = layers.xla_conv(x, w, stride, jnp.bfloat16)
   assert got[0].dtype == jnp.float32
+  # Without differentiation (evaluation) the primal runs: the same values.
+  np.testing.assert_array_equal(
+      layers.sliced_conv(x, w, stride, jnp.bfloat16), got[0])
   np.testing.assert_allclose(got[0], want_y, rtol=0,
                              atol=1e-5 * float(jnp.max(jnp.abs(want_y))))
   # Output and input gradient against float32: within bfloat16's 8-bit
