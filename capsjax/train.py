@@ -336,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       max_shift=config.dataset.max_shift, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
   schedule = learning_rate_schedule(config)
-  pending = []  # Device metrics since the last log: fetched in one go.
+  pending = []  # Metrics since the last log, fetched to the host at boundaries.
   test_metrics = None
   bar = tqdm.tqdm(total=config.num_train_steps, initial=start_step,
                   disable=not is_writer or None, dynamic_ncols=True,
@@ -367,14 +367,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       progress['train_time_s'] += time.perf_counter() - timed_since
       progress['train_images'] += timed_images
       # Every step since the last log, before anything is logged or saved.
-      fetched = jax.device_get(pending)
-      non_finite = _first_non_finite(fetched, step - len(fetched) + 1)
+      # Kept as host values, so a later boundary does not fetch them again.
+      pending = jax.device_get(pending)
+      non_finite = _first_non_finite(pending, step - len(pending) + 1)
       if non_finite:
         raise _non_finite_error(*non_finite, ckpt, config)
 
       if log_now and pending:
-        means = {k: sum(float(m[k]) for m in fetched) / len(fetched)
-                 for k in fetched[0]}
+        means = {k: sum(float(m[k]) for m in pending) / len(pending)
+                 for k in pending[0]}
         means['error_pct'] = 100.0 * (1.0 - means['accuracy'])
         means['learning_rate'] = float(schedule(step - 1))
         if progress['train_time_s'] > 0:
