@@ -80,29 +80,30 @@ def test_sliced_conv_bfloat16_inputs_float32_accumulation(shape, kernel_size,
   cotangent = jax.random.normal(jax.random.key(4), layers.xla_conv(
       x, w, stride).shape)
 
-  def vjp(conv, compute_dtype):
+  def vjp(conv, compute_dtype, x, w, cotangent):
     y, pullback = jax.vjp(
         lambda x, w: conv(x, w, stride, compute_dtype), x, w)
     return (y,) + pullback(cotangent)
 
-  # Same bfloat16-rounded inputs, float32 sums: only the summation order
-  # differs from XLA's own convolution.
-  got = vjp(layers.sliced_conv, jnp.bfloat16)
-  want_y = layers.xla_conv(x, w, stride, jnp.bfloat16)
-  assert got[0].dtype == jnp.float32
+  got = vjp(layers.sliced_conv, jnp.bfloat16, x, w, cotangent)
+  assert all(g.dtype == jnp.float32 for g in got)
   # Without differentiation (evaluation) the primal runs: the same values.
   np.testing.assert_array_equal(
       layers.sliced_conv(x, w, stride, jnp.bfloat16), got[0])
-  np.testing.assert_allclose(got[0], want_y, rtol=0,
-                             atol=1e-5 * float(jnp.max(jnp.abs(want_y))))
-  # Output and input gradient against float32: within bfloat16's 8-bit
-  # mantissa, and not float32 exactly. The kernel gradient stays float32.
-  y_ref, dx_ref, dw_ref = vjp(layers.sliced_conv, None)
-  for g, ref in zip(got[:2], (y_ref, dx_ref)):
+  # The matmuls see bfloat16-rounded x, W and dy, and sum in float32: only the
+  # summation order differs from exact sums of the rounded values.
+  with jax.enable_x64(True):
+    rounded = lambda a: np.asarray(a.astype(jnp.bfloat16), np.float64)
+    want = [np.asarray(a) for a in vjp(layers.xla_conv, None, rounded(x),
+                                       rounded(w), rounded(cotangent))]
+  for g, ref in zip(got, want):
+    np.testing.assert_allclose(g, ref, rtol=0,
+                               atol=1e-5 * np.max(np.abs(ref)))
+  # Against float32: within bfloat16's 8-bit mantissa, and not float32 exactly.
+  for g, ref in zip(got, vjp(layers.sliced_conv, None, x, w, cotangent)):
     scale = float(jnp.max(jnp.abs(ref)))
     np.testing.assert_allclose(g, ref, rtol=0, atol=2e-2 * scale)
     assert float(jnp.max(jnp.abs(g - ref))) > 1e-6 * scale
-  np.testing.assert_array_equal(got[2], dw_ref)
 
 
 def test_resolve_compute_dtype():
