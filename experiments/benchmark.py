@@ -4,7 +4,7 @@ r"""Speed of the paper's MNIST CapsNet: images/s, compile time, memory, FLOP/s.
                                                     # 32/128/512, routing 1/3/5
     python experiments/benchmark.py --mode=train --batch=128 --routing=3
     python experiments/benchmark.py --json          # one JSON object per line
-    python experiments/benchmark.py --batch=128 --routing=3 \
+    python experiments/benchmark.py --batch=128 --routing=3 --repeats=5 \
         --compare_torch=/tmp/torch-venv/bin/python  # side by side with the
                                                     # PyTorch reference
 
@@ -15,6 +15,11 @@ of `configs/mnist.py` on random images: warm-up steps, then the median of
 multiply-adds of the network (training = forward + 2x backward, Conv1 without
 an input gradient) and are compared with the FLOP/s of a dense 2048^3 matmul
 timed in the same process at the same precision: the practical peak.
+
+With `--compare_torch`, the PyTorch reference runs right after each of our
+runs, `--repeats` times in alternation, and the speed-up is the median of the
+pairs' ratios (min and max beside it): on a shared machine the speed drifts
+over minutes, and a pair run back to back sees the same drift.
 """
 import functools
 import json
@@ -37,8 +42,12 @@ flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing', ['1', '3', '5'], 'Routing iterations.')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'PrimaryCaps matmul inputs (config.model.compute_dtype).')
+flags.DEFINE_integer('microbatch_size', 0, 'Training: split each batch into '
+                     'parts of this size (config.microbatch_size; 0 = off).')
 flags.DEFINE_integer('steps', 5, 'Timed steps per configuration.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+flags.DEFINE_integer('repeats', 1, 'Runs of every configuration (each with its '
+                     'PyTorch run, if any); rows report the medians.')
 flags.DEFINE_bool('json', False, 'One JSON object per line instead of a table.')
 flags.DEFINE_string('compare_torch', None, 'A Python with torch installed: '
                     'also run the PyTorch reference for every configuration.')
@@ -104,8 +113,8 @@ def _time(fn, *, warmup: int, steps: int) -> list[float]:
 
 
 def measure(mode: str, batch_size: int, routing_iters: int, *,
-            compute_dtype: str = 'float32', steps: int = 5, warmup: int = 2,
-            config=None) -> dict:
+            compute_dtype: str = 'float32', microbatch_size: int = 0,
+            steps: int = 5, warmup: int = 2, config=None) -> dict:
   """Times one configuration in this process; returns a result row."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -117,6 +126,11 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
     config = runpy.run_path(_CONFIG)['get_config']()
   config.model.routing_iters = routing_iters
   config.model.compute_dtype = compute_dtype
+  # Parts of the batch, as train_and_evaluate derives them. A batch that
+  # microbatch_size does not divide (32 with 128) runs whole, so that one
+  # sweep covers every batch size.
+  parts = batch_size // microbatch_size if microbatch_size and not (
+      batch_size % microbatch_size) else 1
   shape = (28, 28, 1)
   # Only its image shape and class count matter to the model.
   stub = input_pipeline.Split(np.zeros((1, *shape), np.uint8),
@@ -130,7 +144,8 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
            'mask': jnp.ones((batch_size,), jnp.float32)}
 
   if mode == 'train':
-    step = jax.jit(functools.partial(train.train_step, loss_config=config.loss),
+    step = jax.jit(functools.partial(train.train_step, loss_config=config.loss,
+                                     num_microbatches=parts),
                    donate_argnums=0)
   else:
     step = jax.jit(functools.partial(train.eval_step, loss_config=config.loss))
@@ -152,6 +167,7 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   return {
       'framework': 'capsjax', 'mode': mode, 'batch': batch_size,
       'routing': routing_iters, 'compute_dtype': compute_dtype,
+      'microbatch_size': batch_size // parts if mode == 'train' else 0,
       'device': f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}',
       'num_devices': jax.device_count(),
       'step_ms': 1e3 * seconds, 'images_per_s': batch_size / seconds,
@@ -168,6 +184,7 @@ def _run_child(mode, batch_size, routing_iters) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
          f'--mode={mode}', f'--batch={batch_size}',
          f'--routing={routing_iters}', f'--compute_dtype={FLAGS.compute_dtype}',
+         f'--microbatch_size={FLAGS.microbatch_size}',
          f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
@@ -179,6 +196,23 @@ def _run_torch(mode, batch_size, routing_iters) -> dict:
          '--steps', str(FLAGS.steps), '--warmup', str(FLAGS.warmup)]
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
+
+
+def combine_repeats(ours: list[dict], torch: list[dict] | None) -> dict:
+  """One row from repeated runs: the median run, and the median pair ratio.
+
+  `torch[k]` ran right after `ours[k]`; each pair's ratio compares runs that
+  saw the same machine state.
+  """
+  row = dict(sorted(ours, key=lambda r: r['images_per_s'])[len(ours) // 2])
+  row['repeats'] = len(ours)
+  if torch:
+    ratios = [o['images_per_s'] / t['images_per_s']
+              for o, t in zip(ours, torch)]
+    row['torch_images_per_s'] = _median([t['images_per_s'] for t in torch])
+    row['speedup_vs_torch'] = _median(ratios)
+    row['speedup_min'], row['speedup_max'] = min(ratios), max(ratios)
+  return row
 
 
 def _last_json_line(proc, cmd) -> dict:
@@ -194,7 +228,8 @@ _COLUMNS = [('mode', '{}'), ('batch', '{}'), ('routing', '{}'),
             ('compile_s', '{:.1f}'), ('peak_rss_mib', '{:.0f}'),
             ('model_gflop_per_s', '{:.0f}'),
             ('fraction_of_matmul_peak', '{:.2f}'),
-            ('torch_images_per_s', '{:.1f}'), ('speedup_vs_torch', '{:.2f}x')]
+            ('torch_images_per_s', '{:.1f}'), ('speedup_vs_torch', '{:.2f}x'),
+            ('speedup_min', '{:.2f}x'), ('speedup_max', '{:.2f}x')]
 
 
 def _print_table(rows):
@@ -221,13 +256,15 @@ def main(argv):
   except ValueError:
     sys.exit('error: --batch and --routing take comma-separated integers, '
              'e.g. --batch=32,128 --routing=3.')
-  if min(batches) < 1 or min(routings) < 1:
-    sys.exit('error: batch sizes and routing iterations must be >= 1.')
+  if min(batches) < 1 or min(routings) < 1 or FLAGS.repeats < 1:
+    sys.exit('error: batch sizes, routing iterations and --repeats must be '
+             '>= 1.')
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
   modes = [FLAGS.mode] if FLAGS.mode else ['train', 'eval']
   if FLAGS.child:
     print(json.dumps(measure(modes[0], batches[0], routings[0],
                              compute_dtype=FLAGS.compute_dtype,
+                             microbatch_size=FLAGS.microbatch_size,
                              steps=FLAGS.steps, warmup=FLAGS.warmup)))
     return
   if FLAGS.compare_torch and not os.path.exists(FLAGS.torch_script):
@@ -237,12 +274,12 @@ def main(argv):
   for mode in modes:
     for batch_size in batches:
       for routing_iters in routings:
-        row = _run_child(mode, batch_size, routing_iters)
-        if FLAGS.compare_torch:
-          torch_row = _run_torch(mode, batch_size, routing_iters)
-          row['torch_images_per_s'] = torch_row['images_per_s']
-          row['speedup_vs_torch'] = (row['images_per_s'] /
-                                     torch_row['images_per_s'])
+        ours, torch = [], []
+        for _ in range(FLAGS.repeats):
+          ours.append(_run_child(mode, batch_size, routing_iters))
+          if FLAGS.compare_torch:
+            torch.append(_run_torch(mode, batch_size, routing_iters))
+        row = combine_repeats(ours, torch)
         if FLAGS.json:
           print(json.dumps(row), flush=True)
         rows.append(row)

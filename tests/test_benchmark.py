@@ -44,6 +44,20 @@ def test_measure_runs_the_real_steps(mode):
       row['model_gflop_per_s'] / row['matmul_peak_gflop_per_s'])
 
 
+def test_combine_repeats_takes_the_median_run_and_pair_ratio():
+  ours = [{'images_per_s': v, 'step_ms': 1e3 / v} for v in (100., 300., 200.)]
+  torch = [{'images_per_s': v} for v in (40., 150., 200.)]
+  row = benchmark['combine_repeats'](ours, torch)
+  assert row['images_per_s'] == 200.0 and row['step_ms'] == 5.0
+  assert row['repeats'] == 3 and row['torch_images_per_s'] == 150.0
+  # Pair ratios 2.5, 2, 1: their median, not median(ours) / median(torch).
+  assert row['speedup_vs_torch'] == 2.0
+  assert (row['speedup_min'], row['speedup_max']) == (1.0, 2.5)
+  alone = benchmark['combine_repeats'](ours[:1], [])
+  assert alone['images_per_s'] == 100.0 and 'speedup_vs_torch' not in alone
+  assert ours[0] == {'images_per_s': 100.0, 'step_ms': 10.0}  # Not mutated.
+
+
 def test_cpu_runtime_adds_the_scheduler_flag_once(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_dump_to=/tmp/x')
   monkeypatch.delenv('CAPSJAX_CPU_TUNING', raising=False)

@@ -143,6 +143,35 @@ def test_bad_config_choices(tmp_path, field, value):
     run(small_config(**{field: value}), tmp_path)
 
 
+@pytest.mark.parametrize('value', [-1, 3])
+def test_bad_microbatch_size(tmp_path, value):
+  with pytest.raises(train.ConfigError,
+                     match='config.microbatch_size must be 0 .* divides'):
+    run(small_config(microbatch_size=value), tmp_path)
+
+
+def test_microbatches_give_the_same_step():
+  config = small_config()
+  stub = input_pipeline.Split(np.zeros((1, 28, 28, 1), np.uint8),
+                              np.zeros((1,), np.int32))
+  dataset = input_pipeline.Dataset('random', stub, stub, num_classes=10)
+  model = train.create_model(config.model, dataset)
+  state = train.create_train_state(config, model, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.random((8, 28, 28, 1), np.float32),
+           'label': rng.integers(0, 10, 8).astype(np.int32)}
+  steps = {n: jax.jit(functools.partial(
+      train.train_step, loss_config=config.loss, num_microbatches=n))
+           for n in (1, 2, 4)}
+  want_state, want = steps[1](state, batch)
+  for n in (2, 4):
+    got_state, got = steps[n](state, batch)
+    assert set(got) == set(want)
+    for key in want:
+      np.testing.assert_allclose(got[key], want[key], rtol=2e-5, err_msg=key)
+    params_close(got_state.params, want_state.params)
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
