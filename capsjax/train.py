@@ -171,9 +171,11 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
   With `num_microbatches` n > 1 the batch is split into n equal parts whose
   gradients and metrics are averaged: the same step up to float rounding (the
-  loss is a mean of per-example terms), with about 1/n of the working memory.
-  Part t holds rows t, t + n, t + 2n, ..., so every device's shard of the
-  batch contributes equally to every part.
+  loss is a mean of per-example terms) with a smaller working set, though
+  less than n times smaller, as XLA overlaps the unrolled parts (scratch at
+  batch 512 on CPU: 1.38 GiB with n = 4, 1.62 GiB without). Part t holds rows
+  t, t + n, t + 2n, ..., so every device's shard of the batch contributes
+  equally to every part.
   """
   reconstruct = loss_config.reconstruction_weight > 0
 
