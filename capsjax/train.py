@@ -173,7 +173,7 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   gradients and metrics are averaged: the same step up to float rounding (the
   loss is a mean of per-example terms) with a smaller working set, though
   less than n times smaller, as XLA overlaps the unrolled parts (scratch at
-  batch 512 on CPU: 1.38 GiB with n = 4, 1.62 GiB without). Part t holds rows
+  batch 512 on CPU: 1.35 GiB with n = 4, 1.58 GiB without). Part t holds rows
   t, t + n, t + 2n, ..., so every device's shard of the batch contributes
   equally to every part.
   """
