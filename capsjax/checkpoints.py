@@ -26,14 +26,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-
-class CheckpointMismatchError(ValueError):
-  """The checkpoint in the workdir does not fit the model the config builds."""
-
-
-class CheckpointCorruptError(ValueError):
-  """A checkpoint (or, from `restore_latest`, every one) is damaged."""
-
+from capsjax import errors
+from capsjax import parallel
 
 # The key of the state's checksum in `meta`.
 _CHECKSUM = 'state_crc32'
@@ -96,11 +90,13 @@ class Checkpointer:
   previous checkpoint.
 
   In a multi-host run every process calls `save` and `restore` (orbax
-  coordinates them and writes each replicated array once).
+  coordinates them and writes each replicated array once), and process 0
+  alone moves a damaged checkpoint aside while the others wait for it.
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    self._is_leader = jax.process_index() == 0
     # Damaged checkpoints go next to, not into, the directory orbax scans.
     self.corrupt_directory = self.directory + '_corrupt'
     self._manager = ocp.CheckpointManager(
@@ -131,10 +127,10 @@ class Checkpointer:
     checkpoint written on N devices restores on any other number.
 
     Raises:
-      CheckpointMismatchError: if an array's shape differs from `target`'s,
+      errors.CheckpointMismatchError: if an array's shape differs from `target`'s,
         naming the arrays and (given `model_config`) the model fields that
         changed since the checkpoint was written.
-      CheckpointCorruptError: if the restored arrays do not match the
+      errors.CheckpointCorruptError: if the restored arrays do not match the
         checksum saved with them.
     """
     path = os.path.join(self.directory, str(step))
@@ -152,7 +148,7 @@ class Checkpointer:
         current = json.loads(json.dumps(model_config))
         changes = ' (' + _describe_config_change(meta.get('model', {}),
                                                  current) + ')'
-      raise CheckpointMismatchError(
+      raise errors.CheckpointMismatchError(
           f'the checkpoint {path} does not fit the configured model{changes}: '
           f'{", ".join(diff[:3])}{" ..." if len(diff) > 3 else ""}; use a new '
           f'--workdir for a different model, or drop the override.')
@@ -165,7 +161,7 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract)))['state']
     saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checksums
     if saved_checksum is not None and _checksum(state) != saved_checksum:
-      raise CheckpointCorruptError(
+      raise errors.CheckpointCorruptError(
           f'the checkpoint {path} is damaged: its arrays do not match the '
           f'CRC-32 saved with them; restore it from a backup or delete it.')
     return state, meta
@@ -187,9 +183,9 @@ class Checkpointer:
       None if there is no checkpoint.
 
     Raises:
-      CheckpointMismatchError: a checkpoint that reads but does not fit
+      errors.CheckpointMismatchError: a checkpoint that reads but does not fit
         `target`; a config problem, not damage, so nothing falls back.
-      CheckpointCorruptError: there are checkpoints but none reads; they are
+      errors.CheckpointCorruptError: there are checkpoints but none reads; they are
         left where they are.
     """
     failures = []
@@ -197,21 +193,23 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, target, model_config,
                                    sharding=sharding)
-      except CheckpointMismatchError:
+      except errors.CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except
         # orbax and tensorstore raise ValueError, OSError, JSONDecodeError,
         # KeyError, ... for damaged files; any failure to read is damage.
         failures.append((step, e))
         continue
-      for bad_step, error in failures:
-        self._move_aside(bad_step, error, step)
       if failures:
+        if self._is_leader:
+          for bad_step, error in failures:
+            self._move_aside(bad_step, error, step)
+        parallel.wait_for_all_processes('capsjax_corrupt_checkpoints_moved')
         self._manager.reload()  # It still lists the moved steps.
       return step, state, meta
     if failures:
       listed = '; '.join(f'step {s}: {_one_line(e)}' for s, e in failures)
-      raise CheckpointCorruptError(
+      raise errors.CheckpointCorruptError(
           f'no checkpoint in {self.directory} reads back intact ({listed}); '
           f'move that directory away to train from scratch, or pass a new '
           f'--workdir.')

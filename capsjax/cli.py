@@ -1,25 +1,22 @@
-"""What every capsjax command line shares: CPU tuning, quiet logs, one-line errors.
+"""What every capsjax command line shares: start-up, quiet logs, one-line errors.
 
 Used by `capsjax/main.py` and the scripts in `experiments/`. Defines no flags,
-so importing it never clashes with a script's own flags.
+so importing it never clashes with a script's own flags. It imports nothing
+heavy: a bad flag is reported before JAX, orbax or TensorFlow load.
 """
 import contextlib
 import logging as std_logging
+import re
 import sys
 
+from absl import flags
 from absl import logging
 
-from capsjax import checkpoints
 from capsjax import cpu_runtime
-from capsjax import input_pipeline
-from capsjax import models
-from capsjax import train
+from capsjax import errors
 
-# Errors the user can fix from the command line: reported in one line.
-USER_ERRORS = (input_pipeline.DataError, models.InputShapeError,
-               train.ConfigError, train.NonFiniteError,
-               checkpoints.CheckpointMismatchError,
-               checkpoints.CheckpointCorruptError)
+# The options a multi-host run passes to jax.distributed.initialize().
+DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 
 
 def error_line(problem) -> str:
@@ -46,28 +43,102 @@ def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
   default(unraisable)
 
 
-def setup() -> None:
+def setup(distributed: bool = False, **distributed_args) -> None:
   """Call first in a command line's main(), before JAX runs anything.
 
-  Tunes the process for XLA:CPU (`cpu_runtime`), quiets orbax's logs and
-  keeps TensorFlow (which tfds uses only to read data) off the accelerators.
+  Sets the XLA:CPU flag of `cpu_runtime`, joins a multi-host run when
+  `distributed` (`jax.distributed.initialize(**distributed_args)`, which must
+  come before any other JAX call), then tunes malloc if the backend is the
+  CPU, and quiets orbax's logs.
   """
   tuned = cpu_runtime.configure()
+  if distributed:
+    _initialize_distributed(**distributed_args)
+  import jax  # pylint: disable=g-import-not-at-top
+  tuned += cpu_runtime.tune_malloc_for_cpu(jax.default_backend())
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sys.unraisablehook = _drop_closed_loop_reports
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  import jax  # pylint: disable=g-import-not-at-top
   logging.info('JAX devices: %s', jax.devices())
-  if tuned and jax.default_backend() == 'cpu':
+  if tuned:
     logging.info('CPU tuning (see capsjax/cpu_runtime.py): %s.',
                  '; '.join(tuned))
 
 
+def _initialize_distributed(**args) -> None:
+  from capsjax import parallel  # pylint: disable=g-import-not-at-top
+  try:
+    parallel.initialize_distributed(**args)
+  except ValueError as e:
+    # JAX found no Slurm/Open MPI/TPU cluster and lacks an argument.
+    sys.exit(error_line(
+        f'--distributed cannot start ({str(e).rstrip(".")}); pass '
+        f'--coordinator_address=HOST:PORT --num_processes=N --process_id=I on '
+        f'every host, or launch under Slurm, Open MPI or a Cloud TPU pod.'))
+
+
+def check_distributed_flags(flag_values: flags.FlagValues) -> None:
+  """Exits with one line if a multi-host option is given without --distributed."""
+  given = [f'--{name}' for name in DISTRIBUTED_FLAGS
+           if flag_values[name].value is not None]
+  if given and not flag_values.distributed:
+    sys.exit(error_line(
+        f'{", ".join(given)} {"is" if len(given) == 1 else "are"} for '
+        f'multi-host runs only; add --distributed.'))
+
+
 @contextlib.contextmanager
 def user_errors_exit():
-  """Turns a `USER_ERRORS` exception into `error: ...` and exit status 1."""
+  """Turns an `errors.UserError` into `error: ...` and exit status 1."""
   try:
     yield
-  except USER_ERRORS as e:
+  except errors.UserError as e:
     sys.exit(error_line(e))
+
+
+def _unknown_field_message(error: Exception, argv: list[str]) -> str | None:
+  """The one-line message for an override of a missing field, else None."""
+  # ml_collections says "'name'\nDid you mean "other" instead of "name"?",
+  # sometimes as a repr with escaped quotes and newline.
+  text = str(error).replace('\\n', ' ').replace("\\'", "'")
+  match = re.search(r"'(\w+)'", text)
+  name = match.group(1) if match else None
+  overrides = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')]
+  named = [flag for flag in overrides if name in flag.split('.')]
+  if not named:
+    return None  # Not about an override, e.g. a bug in the config file.
+  flag = named[0]
+  hint = re.search(r'Did you mean "(\w+)"', text)
+  hint = f' (did you mean {hint.group(1)!r}?)' if hint else ''
+  return (f'{flag}: the config has no field {name!r}{hint}; fix the name '
+          f'(configs/mnist.py lists every field).')
+
+
+def parse_flags(argv: list[str],
+                flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+  """absl's flag parsing, with a bad flag, field or config file in one line.
+
+  For `app.run(main, flags_parser=cli.parse_flags)`; a `--config` flag, if
+  defined, is loaded here so that its errors are reported here too.
+  """
+  try:
+    args = flag_values(argv)
+    if 'config' in flag_values and flag_values['config'].value is not None:
+      # A config file that failed to load raises only when it is first read.
+      flag_values.config.get('seed')
+  except flags.Error as e:
+    sys.exit(error_line(f'{str(e).rstrip(".")}; fix the flag (--helpfull '
+                        f'lists them).'))
+  except (AttributeError, KeyError) as e:
+    message = _unknown_field_message(e, argv)
+    if message is None:
+      raise
+    sys.exit(error_line(message))
+  except OSError as e:
+    # From argv: the flag is not marked parsed when an override failed.
+    filename = next((a.split('=', 1)[1] for a in argv
+                     if a.startswith('--config=')), 'FILE')
+    reason = e.__cause__ or e
+    reason = getattr(reason, 'strerror', None) or str(reason).split('\n')[-1]
+    sys.exit(error_line(f'cannot load --config={filename} ({reason.strip()});'
+                        f' pass a config file such as configs/mnist.py.'))
+  return args

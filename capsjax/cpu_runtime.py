@@ -20,9 +20,19 @@ Why, measured on a 2-core EPYC (train step, paper's CapsNet, batch 128):
   106-164 img/s untrimmed). The process keeps its peak heap, which the next
   step needs again anyway.
 
+Both settings are guarded. The XLA flag is internal: it is set only when the
+installed jaxlib knows it (an unknown XLA flag aborts every run), so a future
+jaxlib that drops it runs untuned instead of failing. The malloc settings apply
+only once JAX's backend is the CPU (`tune_malloc_for_cpu`, called after the
+backend is known), so a GPU or TPU process keeps glibc's defaults.
+
 Set CAPSJAX_CPU_TUNING=0 to leave the process as it is.
 """
 import ctypes
+import functools
+import glob
+import importlib.util
+import mmap
 import os
 import sys
 
@@ -34,20 +44,64 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
+def _enabled() -> bool:
+  return os.environ.get('CAPSJAX_CPU_TUNING', '1') != '0'
+
+
+@functools.cache
+def xla_knows_flag(name: str) -> bool:
+  """Whether the installed jaxlib's XLA defines the flag `name`.
+
+  XLA registers its flags by name in its shared libraries, so the name is in
+  their bytes; reading the (page-cached) libraries takes milliseconds.
+  """
+  spec = importlib.util.find_spec('jaxlib')
+  if spec is None or not spec.submodule_search_locations:
+    return False
+  needle = name.encode()
+  for directory in spec.submodule_search_locations:
+    libraries = glob.glob(os.path.join(directory, '**', '*.so*'),
+                          recursive=True)
+    # The one that holds XLA first; the rest only if it moved.
+    libraries.sort(key=lambda p: 'jax_common' not in os.path.basename(p))
+    for library in libraries:
+      try:
+        with open(library, 'rb') as f, mmap.mmap(
+            f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+          if data.find(needle) >= 0:
+            return True
+      except (OSError, ValueError):  # Unreadable or empty: not this one.
+        continue
+  return False
+
+
 def configure() -> list[str]:
-  """Applies the settings above; returns what it changed, for the log."""
-  if os.environ.get('CAPSJAX_CPU_TUNING', '1') == '0':
+  """Sets the XLA flag above; returns what it changed, for the log.
+
+  Must run before JAX initialises a backend. Idempotent.
+  """
+  if not _enabled():
     return []
-  changed = []
   flags = os.environ.get('XLA_FLAGS', '')
-  if _SCHEDULER_FLAG not in flags:  # The user's own setting wins.
-    os.environ['XLA_FLAGS'] = f'{flags} --{_SCHEDULER_FLAG}=false'.strip()
-  if f'--{_SCHEDULER_FLAG}=false' in os.environ['XLA_FLAGS']:
-    changed.append(f'XLA_FLAGS --{_SCHEDULER_FLAG}=false')
-  if _tune_glibc_malloc():
-    changed.append(
-        'glibc malloc: one arena, no mmap for large blocks, no trimming')
-  return changed
+  if _SCHEDULER_FLAG in flags:  # The user's own setting wins.
+    return []
+  if not xla_knows_flag(_SCHEDULER_FLAG):
+    return []
+  os.environ['XLA_FLAGS'] = f'{flags} --{_SCHEDULER_FLAG}=false'.strip()
+  return [f'XLA_FLAGS --{_SCHEDULER_FLAG}=false']
+
+
+def tune_malloc_for_cpu(backend: str) -> list[str]:
+  """glibc malloc: one arena, no mmap for large blocks, no trimming.
+
+  Only when `backend` (`jax.default_backend()`) is 'cpu'; returns what it
+  changed, for the log.
+  """
+  if not _enabled() or backend != 'cpu':
+    return []
+  if not _tune_glibc_malloc():
+    return []
+  return ['glibc malloc: one arena, no mmap for large blocks, no trimming']
 
 
 def _tune_glibc_malloc() -> bool:

@@ -3,12 +3,15 @@
 `WORKDIR/metrics.jsonl` gets one object per write, `{"step": .., "split": ..,
 name: value, ...}`, easy to load with pandas or `json`, and holds each step
 once even after an interrupted run resumed; the event files under
-`WORKDIR/tensorboard/<split>/` are for `tensorboard --logdir WORKDIR`.
+`WORKDIR/tensorboard/<split>/` are for `tensorboard --logdir WORKDIR`, written
+with tensorboardX, so no TensorFlow is needed.
 """
 import json
 import math
 import os
 from typing import Mapping, Optional
+
+from capsjax import workdir as workdir_lib
 
 
 def _drop_records_after(path: str, step: int) -> None:
@@ -36,10 +39,8 @@ def _drop_records_after(path: str, step: int) -> None:
       else:
         changed = True
   if changed:
-    # Write then rename: a second kill must not lose the kept records.
-    with open(path + '.tmp', 'w') as f:
-      f.writelines(kept)
-    os.replace(path + '.tmp', path)
+    # Atomic: a second kill must not lose the kept records.
+    workdir_lib.write_text(path, ''.join(kept))
 
 
 class MetricWriter:
@@ -60,18 +61,17 @@ class MetricWriter:
     self._tb = {}
     self._jsonl = None
     if enabled:
-      path = os.path.join(workdir, 'metrics.jsonl')
+      path = workdir_lib.path(workdir, workdir_lib.METRICS)
       if resume_step is not None:
         _drop_records_after(path, resume_step)
       self._jsonl = open(path, 'a')
 
   def _tb_writer(self, split):
     if split not in self._tb:
-      # TensorFlow is imported here, not at module import, because only the
-      # event-file format needs it and it takes seconds to import.
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      self._tb[split] = tf.summary.create_file_writer(
-          os.path.join(self._workdir, 'tensorboard', split))
+      # Imported here: only process 0 writes event files.
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb[split] = tensorboardX.SummaryWriter(
+          os.path.join(self._workdir, workdir_lib.TENSORBOARD, split))
     return self._tb[split]
 
   def write_scalars(self, step: int, split: str,
@@ -86,16 +86,10 @@ class MetricWriter:
                    for k, v in values.items()})
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with self._tb_writer(split).as_default():
-      for name, value in values.items():
-        tf.summary.scalar(name, value, step=int(step))
-
-  def flush(self) -> None:
-    for writer in self._tb.values():
-      writer.flush()
-    if self._jsonl:
-      self._jsonl.flush()
+    writer = self._tb_writer(split)
+    for name, value in values.items():
+      writer.add_scalar(name, value, global_step=int(step))
+    writer.flush()
 
   def close(self) -> None:
     for writer in self._tb.values():

@@ -1,16 +1,22 @@
-"""CapsNet (Sabour, Frosst & Hinton, 2017, Section 4), assembled from layers."""
-from typing import NamedTuple, Optional, Sequence
+"""Models assembled from layers, and the registry that builds them by name.
+
+  CapsNet   Sabour, Frosst & Hinton (2017), Section 4: 'capsnet'
+
+`create_model(config.model, image_shape, num_classes)` looks
+`config.model.name` up in `MODELS`; a new model is one entry there, and the
+trainer does not change.
+"""
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capsjax import conv
+from capsjax import errors
 from capsjax import layers
 from capsjax import ops
-
-
-class InputShapeError(ValueError):
-  """The images do not fit the model's convolutions or its input_shape."""
+from capsjax import routing
 
 
 class CapsNetOutput(NamedTuple):
@@ -33,19 +39,19 @@ def primary_grid(input_shape: Sequence[int], conv1_kernel: int,
   """The PrimaryCaps grid (H', W') for `input_shape` (H, W, C).
 
   Raises:
-    InputShapeError: with the arithmetic, if the grid would be empty.
+    errors.InputShapeError: with the arithmetic, if the grid would be empty.
   """
   if len(input_shape) != 3:
-    raise InputShapeError(
+    raise errors.InputShapeError(
         f'input_shape must be (H, W, C), got {tuple(input_shape)}; give images '
         f'as [B, H, W, C].')
   grid = []
   for axis, size in zip('HW', input_shape[:2]):
-    conv1 = layers.conv_output_size(size, conv1_kernel, 1)
-    primary = layers.conv_output_size(conv1, primary_kernel, primary_stride)
+    conv1 = conv.conv_output_size(size, conv1_kernel, 1)
+    primary = conv.conv_output_size(conv1, primary_kernel, primary_stride)
     if conv1 <= 0 or primary <= 0:
       minimum = conv1_kernel + primary_kernel - 1
-      raise InputShapeError(
+      raise errors.InputShapeError(
           f'input {axis}={size} is too small for the convolutions: Conv1 '
           f'{conv1_kernel}x{conv1_kernel} VALID gives {size}-{conv1_kernel}+1='
           f'{conv1}, PrimaryCaps {primary_kernel}x{primary_kernel} stride '
@@ -68,6 +74,7 @@ class CapsNet(nn.Module):
     num_classes: K, number of digit capsules.
     input_shape: `(H, W, C)` of the images.
     routing_iters: routing iterations r between PrimaryCaps and DigitCaps.
+    routing: the routing algorithm, a name in `routing.ROUTINGS`.
     conv1_channels, conv1_kernel: the ReLU Conv1 (stride 1, VALID).
     primary_types, primary_dim: capsule types and their dimension.
     primary_kernel, primary_stride: PrimaryCaps convolution (VALID).
@@ -80,6 +87,7 @@ class CapsNet(nn.Module):
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
   routing_iters: int = 3
+  routing: str = 'dynamic'
   conv1_channels: int = 256
   conv1_kernel: int = 9
   primary_types: int = 32
@@ -95,7 +103,7 @@ class CapsNet(nn.Module):
     primary_grid(self.input_shape, self.conv1_kernel, self.primary_kernel,
                  self.primary_stride)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
-      raise InputShapeError(
+      raise errors.InputShapeError(
           f'images have shape {tuple(images.shape)} but the model was built '
           f'for [B, {", ".join(map(str, self.input_shape))}]; build CapsNet '
           f'with input_shape={tuple(images.shape[1:])} or resize the images.')
@@ -125,7 +133,8 @@ class CapsNet(nn.Module):
         self.primary_stride, self.conv_impl, self.compute_dtype,
         name='primary_caps')(h)
     digits = layers.Capsules(self.num_classes, self.digit_dim,
-                             self.routing_iters, name='digit_caps')(
+                             self.routing_iters, self.routing,
+                             name='digit_caps')(
                                  primary, return_couplings=return_couplings)
     couplings = None
     if return_couplings:
@@ -139,3 +148,86 @@ class CapsNet(nn.Module):
           tuple(self.input_shape), tuple(self.decoder_hidden),
           name='decoder')(digits, select)
     return CapsNetOutput(digits, lengths, reconstructions, couplings)
+
+
+# ------------------------------------------------------------------ registry --
+
+
+def _int_fields(model_config, names) -> None:
+  for name in names:
+    value = model_config[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise errors.ConfigError(
+          f'config.model.{name} must be an int >= 1, got {value!r}; set '
+          f'--config.model.{name}=N.')
+
+
+def _choice(model_config, name: str, allowed: Sequence[str]) -> None:
+  if model_config[name] not in allowed:
+    raise errors.ConfigError(
+        f'config.model.{name} must be one of {", ".join(allowed)}, got '
+        f'{model_config[name]!r}; set --config.model.{name}={allowed[0]}.')
+
+
+def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
+  _int_fields(model_config, (
+      'routing_iters', 'conv1_channels', 'conv1_kernel', 'primary_types',
+      'primary_dim', 'primary_kernel', 'primary_stride', 'digit_dim'))
+  _choice(model_config, 'routing', tuple(routing.ROUTINGS))
+  _choice(model_config, 'conv_impl', conv.CONV_IMPLS)
+  _choice(model_config, 'compute_dtype', conv.COMPUTE_DTYPES)
+  hidden = tuple(model_config.decoder_hidden)
+  if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+             for w in hidden):
+    raise errors.ConfigError(
+        f'config.model.decoder_hidden must be ints >= 1, got {hidden!r}; set '
+        f"--config.model.decoder_hidden='(512, 1024)'.")
+  model = CapsNet(
+      num_classes=num_classes,
+      input_shape=tuple(image_shape or (1, 1, 1)),
+      routing_iters=model_config.routing_iters,
+      routing=model_config.routing,
+      conv1_channels=model_config.conv1_channels,
+      conv1_kernel=model_config.conv1_kernel,
+      primary_types=model_config.primary_types,
+      primary_dim=model_config.primary_dim,
+      primary_kernel=model_config.primary_kernel,
+      primary_stride=model_config.primary_stride,
+      digit_dim=model_config.digit_dim,
+      decoder_hidden=hidden,
+      conv_impl=model_config.conv_impl,
+      compute_dtype=model_config.compute_dtype)
+  if image_shape is not None:
+    primary_grid(model.input_shape, model.conv1_kernel, model.primary_kernel,
+                 model.primary_stride)
+  return model
+
+
+# config.model.name -> `build(model_config, image_shape, num_classes)`, which
+# checks the model's config fields (errors.ConfigError naming the field) and,
+# when image_shape is given, that the images fit (errors.InputShapeError).
+MODELS: dict[str, Callable[[Any, Optional[Sequence[int]], int], nn.Module]] = {
+    'capsnet': _capsnet,
+}
+
+
+def create_model(model_config, image_shape: Optional[Sequence[int]],
+                 num_classes: int) -> nn.Module:
+  """The model `model_config.name` names, built for `(H, W, C)` images.
+
+  Args:
+    model_config: `config.model` (read by attribute and item access).
+    image_shape: `(H, W, C)`; None checks only the config fields (the model
+      it returns is then not for use).
+    num_classes: number of classes.
+
+  Raises:
+    errors.ConfigError: an unknown name or a bad field, named in the message.
+    errors.InputShapeError: the images do not fit the model.
+  """
+  name = model_config.name
+  if name not in MODELS:
+    raise errors.ConfigError(
+        f'unknown model {name!r}; set --config.model.name to one of '
+        f'{", ".join(MODELS)}.')
+  return MODELS[name](model_config, image_shape, num_classes)

@@ -35,6 +35,14 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                              process_id=process_id)
 
 
+def wait_for_all_processes(name: str) -> None:
+  """A barrier across the processes of a multi-host run; a no-op on one."""
+  if jax.process_count() > 1:
+    # Imported here: single-process runs never need it.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:
   """A 1-D mesh with axis 'data' over `devices` (default: all, all hosts).
 

@@ -1,7 +1,9 @@
-"""Routing-by-agreement between two capsule layers, for one example.
+"""Routing between two capsule layers, for one example.
 
-A pure function of `jax.numpy`: it composes with `jax.jit`, `jax.vmap` and
-`jax.grad`, so it can be dropped into any JAX model. Batch it with `jax.vmap`.
+Every routing algorithm is a pure function of `jax.numpy`: it composes with
+`jax.jit`, `jax.vmap` and `jax.grad`, so it can be dropped into any JAX model.
+Batch it with `jax.vmap`. `ROUTINGS` names them for `config.model.routing`;
+a new algorithm is a function here plus one entry there.
 """
 import operator
 
@@ -91,3 +93,20 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
   if return_couplings:
     return v, jnp.stack(couplings)
   return v
+
+
+# config.model.routing -> the routing function. Each takes
+# `(u_hat: [num_in, num_out, dim], num_iters, *, return_couplings=False)`.
+ROUTINGS = {
+    'dynamic': dynamic_routing,
+}
+
+
+def get_routing(name: str):
+  """The routing function `ROUTINGS[name]`, or a ValueError naming the choices."""
+  try:
+    return ROUTINGS[name]
+  except (KeyError, TypeError):
+    raise ValueError(
+        f'unknown routing {name!r}; choose one of {", ".join(ROUTINGS)} '
+        f'(--config.model.routing).') from None

@@ -1,21 +1,12 @@
 """Training and evaluation: `train_and_evaluate(config, workdir)`.
 
-config -> input_pipeline -> model -> losses -> jitted steps -> checkpoints and
-metrics. Everything about a run lives in its workdir:
-
-  WORKDIR/config.json      the config of the latest invocation
-  WORKDIR/checkpoints/N/   orbax checkpoints (state + data-order metadata)
-  WORKDIR/checkpoints_corrupt/  checkpoints that did not read back, moved aside
-  WORKDIR/metrics.jsonl    train and test metrics, one JSON object per line
-  WORKDIR/tensorboard/     the same metrics as TensorBoard event files
-  WORKDIR/summary.json     the final test metrics and throughput
+config -> validation -> datasets -> input_pipeline -> model -> losses ->
+jitted steps -> checkpoints and metrics. Everything about a run lives in its
+workdir (see `capsjax.workdir` for the files).
 """
 import functools
-import json
 import math
-import os
 import time
-from typing import Any
 
 from absl import logging
 from flax.training import train_state
@@ -26,20 +17,15 @@ import optax
 import tqdm
 
 from capsjax import checkpoints
+from capsjax import datasets
+from capsjax import errors
 from capsjax import input_pipeline
-from capsjax import layers
 from capsjax import losses
 from capsjax import metric_writers
 from capsjax import models
 from capsjax import parallel
-
-
-class ConfigError(ValueError):
-  """A config value or workdir that cannot work, with the fix in the message."""
-
-
-class NonFiniteError(FloatingPointError):
-  """Training produced a NaN or infinite loss, gradient or parameter."""
+from capsjax import validation
+from capsjax import workdir as workdir_lib
 
 
 # Step metrics that must stay finite; checked before anything is saved.
@@ -65,64 +51,19 @@ def _first_non_finite(fetched: list[dict], first_step: int):
 
 
 def _non_finite_error(step: int, bad: dict, ckpt: checkpoints.Checkpointer,
-                      config: ml_collections.ConfigDict) -> NonFiniteError:
+                      config: ml_collections.ConfigDict
+                      ) -> errors.NonFiniteError:
   ckpt.wait_until_finished()
   good = ckpt.latest_step()
   values = ', '.join(f'{k} = {v}' for k, v in bad.items())
   kept = (f'the last good checkpoint, step {good} in {ckpt.directory}, is '
           f'kept and a rerun resumes from it' if good is not None else
           'no checkpoint was saved before it')
-  return NonFiniteError(
+  return errors.NonFiniteError(
       f'training stopped at step {step}: {values} (not finite); no checkpoint '
       f'of that state was written and {kept}; rerun with a lower '
       f'--config.learning_rate (now {config.learning_rate}) or check the '
       f'data.')
-
-
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  positive = ['batch_size', 'eval_batch_size', 'num_train_steps',
-              'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps']
-  for name in positive:
-    value = config[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise ConfigError(f'config.{name} must be an int >= 1, got {value!r}; '
-                        f'set --config.{name}=N.')
-  micro = config.get('microbatch_size', 0)
-  if (not isinstance(micro, int) or isinstance(micro, bool) or micro < 0 or
-      (micro and config.batch_size % micro)):
-    raise ConfigError(
-        f'config.microbatch_size must be 0 (off) or an int that divides '
-        f'batch_size {config.batch_size}, got {micro!r}; set '
-        f'--config.microbatch_size=0.')
-  iters = config.model.routing_iters
-  if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
-    raise ConfigError(f'config.model.routing_iters must be an int >= 1, got '
-                      f'{iters!r}; set --config.model.routing_iters=3.')
-  for name, allowed in (('conv_impl', layers.CONV_IMPLS),
-                        ('compute_dtype', layers.COMPUTE_DTYPES)):
-    if config.model[name] not in allowed:
-      raise ConfigError(
-          f'config.model.{name} must be one of {", ".join(allowed)}, got '
-          f'{config.model[name]!r}; set --config.model.{name}={allowed[0]}.')
-
-
-def create_model(model_config: ml_collections.ConfigDict,
-                 dataset: input_pipeline.Dataset) -> models.CapsNet:
-  """The CapsNet of `model_config`, sized for `dataset`'s images and classes."""
-  return models.CapsNet(
-      num_classes=dataset.num_classes,
-      input_shape=tuple(dataset.image_shape),
-      routing_iters=model_config.routing_iters,
-      conv1_channels=model_config.conv1_channels,
-      conv1_kernel=model_config.conv1_kernel,
-      primary_types=model_config.primary_types,
-      primary_dim=model_config.primary_dim,
-      primary_kernel=model_config.primary_kernel,
-      primary_stride=model_config.primary_stride,
-      digit_dim=model_config.digit_dim,
-      decoder_hidden=tuple(model_config.decoder_hidden),
-      conv_impl=model_config.conv_impl,
-      compute_dtype=model_config.compute_dtype)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -220,7 +161,7 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   return sums
 
 
-def evaluate(eval_step_fn, state, split: input_pipeline.Split,
+def evaluate(eval_step_fn, state, split: datasets.Split,
              batch_size: int,
              mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
   """Mean metrics over the whole split, every example counted once.
@@ -244,29 +185,6 @@ def evaluate(eval_step_fn, state, split: input_pipeline.Split,
   return metrics
 
 
-def _prepare_workdir(workdir: str) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f'cannot write to workdir {workdir} ({e.strerror}); pass '
-                      f'a writable --workdir.') from None
-  return workdir
-
-
-def _write_json(path: str, obj: Any) -> None:
-  # Write then rename, so a crash never leaves a half-written file behind.
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> tuple[train_state.TrainState, dict]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
@@ -281,33 +199,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     num_params, dataset.
 
   Raises:
-    NonFiniteError: a step's loss, gradient norm or parameter norm is NaN or
-      infinite; raised before that state is logged or saved.
+    errors.UserError: the config, data or workdir cannot work (checked before
+      anything in the workdir is created or changed), or a checkpoint does not
+      fit.
+    errors.NonFiniteError: a step's loss, gradient norm or parameter norm is
+      NaN or infinite; raised before that state is logged or saved.
   """
   start_time = time.perf_counter()
-  _check_config(config)
+  validation.check_config(config)
   mesh = parallel.create_mesh()
-  microbatch_size = config.get('microbatch_size', 0) or config.batch_size
+  microbatch_size = config.microbatch_size or config.batch_size
   for name, value in (('batch_size', config.batch_size),
                       ('eval_batch_size', config.eval_batch_size),
                       ('microbatch_size', microbatch_size)):
     if error := parallel.divisibility_error(name, value, mesh):
-      raise ConfigError(error)
-  logging.info('%s', parallel.describe(mesh, config.batch_size))
-  workdir = _prepare_workdir(workdir)
-  is_writer = jax.process_index() == 0
-
-  dataset = input_pipeline.load(config.dataset)
+      raise errors.ConfigError(error)
+  dataset = datasets.load(config.dataset)
   logging.info('Dataset %s: %d train, %d test, images %s, %d classes.',
                dataset.name, dataset.train.num_examples,
                dataset.test.num_examples, dataset.image_shape,
                dataset.num_classes)
-  if config.batch_size > dataset.train.num_examples:
-    raise ConfigError(
-        f'batch_size {config.batch_size} is larger than the training split '
-        f'({dataset.train.num_examples} examples); lower --config.batch_size.')
-
-  model = create_model(config.model, dataset)
+  model = validation.check_data(config, dataset)
+  # Nothing in the workdir was touched before this line.
+  logging.info('%s', parallel.describe(mesh, config.batch_size))
+  is_writer = jax.process_index() == 0
+  workdir = workdir_lib.prepare(workdir, is_leader=is_writer,
+                                wait=parallel.wait_for_all_processes)
   state = parallel.init_replicated(
       lambda: create_train_state(config, model, jax.random.key(config.seed)),
       mesh)
@@ -315,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   logging.info('CapsNet with %d parameters on %s.', num_params,
                jax.devices()[0].platform)
   model_config = config.model.to_dict()
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+  ckpt = checkpoints.Checkpointer(workdir_lib.path(workdir,
+                                                  workdir_lib.CHECKPOINTS),
                                   max_to_keep=config.max_checkpoints_to_keep)
   progress = {'train_time_s': 0.0, 'train_images': 0, 'wall_s': 0.0}
   restored = ckpt.restore_latest(state, model_config,
@@ -336,13 +254,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   start_step = int(state.step)
   if is_writer:
     # Only now: a config the checkpoint refused must not replace the record.
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.CONFIG),
+                           config.to_dict())
 
-  summary_path = os.path.join(workdir, 'summary.json')
-  if start_step >= config.num_train_steps and os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-    if summary.get('steps') == start_step:
+  summary_path = workdir_lib.path(workdir, workdir_lib.SUMMARY)
+  if start_step >= config.num_train_steps:
+    summary = workdir_lib.read_json(summary_path)
+    if summary is not None and summary.get('steps') == start_step:
       logging.info('Already trained to step %d; summary in %s.', start_step,
                    summary_path)
       ckpt.close()
@@ -357,9 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   writer = metric_writers.MetricWriter(workdir, enabled=is_writer,
                                        resume_step=start_step)
 
-  def meta_for(step):
-    return {'step': step, 'seed': config.seed, 'batch_size': config.batch_size,
-            'dataset': dataset.name, 'max_shift': config.dataset.max_shift,
+  def meta():
+    return {'seed': config.seed, 'batch_size': config.batch_size,
             'model': model_config,
             'progress': dict(progress, wall_s=progress['wall_s'] +
                              time.perf_counter() - start_time)}
@@ -428,7 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      step, test_metrics['loss'], test_metrics['accuracy'],
                      test_metrics['error_pct'])
       if save_now:
-        ckpt.save(step, state, meta_for(step))
+        ckpt.save(step, state, meta())
       timed_since, timed_images = time.perf_counter(), 0
   finally:
     bar.close()
@@ -460,6 +377,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'seed': config.seed,
   }
   if is_writer:
-    _write_json(summary_path, summary)
+    workdir_lib.write_json(summary_path, summary)
   logging.info('Summary: %s', summary)
   return state, summary

@@ -12,31 +12,34 @@ import json
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 
 from capsjax import checkpoints
-from capsjax import input_pipeline
+from capsjax import datasets
+from capsjax import errors
 from capsjax import models
 from capsjax import train
+from capsjax import workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-  """Everything needed to run a trained CapsNet again.
+  """Everything needed to run a trained model again.
 
   Attributes:
     workdir: the run's workdir (absolute).
     config: its config.json as a ConfigDict.
     dataset: the dataset the config names, loaded.
-    model: the CapsNet the config builds for that dataset.
+    model: the model the config builds for that dataset.
     params: the parameters of the latest checkpoint.
     step: the training step of that checkpoint.
   """
   workdir: str
   config: ml_collections.ConfigDict
-  dataset: input_pipeline.Dataset
-  model: models.CapsNet
+  dataset: datasets.Dataset
+  model: nn.Module
   params: Any
   step: int
 
@@ -45,38 +48,44 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run recorded in WORKDIR/config.json.
 
   Raises:
-    train.ConfigError: if the workdir or its config.json is missing or
+    errors.ConfigError: if the workdir or its config.json is missing or
       unreadable.
   """
   if not os.path.isdir(workdir):
-    raise train.ConfigError(f'workdir {workdir} does not exist; pass the '
+    raise errors.ConfigError(f'workdir {workdir} does not exist; pass the '
                             f'--workdir of a training run.')
-  path = os.path.join(workdir, 'config.json')
+  path = workdir_lib.path(workdir, workdir_lib.CONFIG)
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      recorded = json.load(f)
   except FileNotFoundError:
-    raise train.ConfigError(
+    raise errors.ConfigError(
         f'{workdir} has no config.json, so it is not a capsjax workdir; pass '
         f'the --workdir of a `python -m capsjax.main` run.') from None
   except (OSError, ValueError) as e:
-    raise train.ConfigError(f'cannot read {path} ({e}); rerun training in '
+    raise errors.ConfigError(f'cannot read {path} ({e}); rerun training in '
                             f'that workdir to rewrite it.') from None
+  # Runs recorded before models and routings had names were all CapsNets
+  # with dynamic routing.
+  model = recorded.get('model', {})
+  model.setdefault('name', 'capsnet')
+  model.setdefault('routing', 'dynamic')
+  return ml_collections.ConfigDict(recorded)
 
 
 def load(workdir: str) -> TrainedRun:
   """Loads the config, dataset, model and latest parameters of a workdir.
 
   Raises:
-    train.ConfigError: no config.json, or no checkpoint yet.
-    checkpoints.CheckpointMismatchError: the checkpoint does not fit the model
+    errors.ConfigError: no config.json, or no checkpoint yet.
+    errors.CheckpointMismatchError: the checkpoint does not fit the model
       config.json describes.
-    input_pipeline.DataError: the run's dataset cannot be loaded here.
+    errors.DataError: the run's dataset cannot be loaded here.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   config = read_config(workdir)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  no_checkpoint = train.ConfigError(
+  ckpt_dir = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
+  no_checkpoint = errors.ConfigError(
       f'{workdir} has no checkpoint yet; train first with python -m '
       f'capsjax.main --config=... --workdir={workdir}.')
   # Checked before opening the manager, which would create the directory.
@@ -87,8 +96,9 @@ def load(workdir: str) -> TrainedRun:
     step = ckpt.latest_step()
     if step is None:
       raise no_checkpoint
-    dataset = input_pipeline.load(config.dataset)
-    model = train.create_model(config.model, dataset)
+    dataset = datasets.load(config.dataset)
+    model = models.create_model(config.model, dataset.image_shape,
+                                dataset.num_classes)
     # Only the shapes: initialising for real would compile the model's init.
     target = jax.eval_shape(
         functools.partial(train.create_train_state, config, model),

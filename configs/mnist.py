@@ -35,10 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.eval_every_steps = 2_000
   config.checkpoint_every_steps = 1_000
-  config.max_checkpoints_to_keep = 2
+  config.max_checkpoints_to_keep = 2  # >= 1: resuming needs one
 
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.source = 'tfds'      # 'tfds' | 'idx' | 'embedded'
+  config.dataset.source = 'tfds'      # a name in capsjax.datasets.SOURCES
   config.dataset.name = 'mnist'       # tfds name; 'mnist_5k' for embedded
   config.dataset.directory = ''       # the four IDX files, for source='idx'
   config.dataset.data_dir = ''        # tfds data_dir; '' = tfds default
@@ -48,6 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.max_shift = 2        # training shift augmentation, pixels
 
   config.model = ml_collections.ConfigDict()
+  config.model.name = 'capsnet'       # a name in capsjax.models.MODELS
+  config.model.routing = 'dynamic'    # a name in capsjax.routing.ROUTINGS
   config.model.routing_iters = 3
   config.model.conv1_channels = 256
   config.model.conv1_kernel = 9

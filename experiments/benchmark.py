@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
-flags.DEFINE_list('routing', ['1', '3', '5'], 'Routing iterations.')
+flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'PrimaryCaps matmul inputs (config.model.compute_dtype).')
 flags.DEFINE_integer('microbatch_size', 0, 'Training: split each batch into '
@@ -119,7 +119,7 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from capsjax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from capsjax import models  # pylint: disable=g-import-not-at-top
   from capsjax import train  # pylint: disable=g-import-not-at-top
 
   if config is None:
@@ -132,11 +132,7 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   parts = batch_size // microbatch_size if microbatch_size and not (
       batch_size % microbatch_size) else 1
   shape = (28, 28, 1)
-  # Only its image shape and class count matter to the model.
-  stub = input_pipeline.Split(np.zeros((1, *shape), np.uint8),
-                              np.zeros((1,), np.int32))
-  dataset = input_pipeline.Dataset('random', stub, stub, num_classes=10)
-  model = train.create_model(config.model, dataset)
+  model = models.create_model(config.model, shape, 10)
   state = train.create_train_state(config, model, jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.random((batch_size, *shape), np.float32)),
@@ -183,7 +179,7 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
 def _run_child(mode, batch_size, routing_iters) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
          f'--mode={mode}', f'--batch={batch_size}',
-         f'--routing={routing_iters}', f'--compute_dtype={FLAGS.compute_dtype}',
+         f'--routing_iters={routing_iters}', f'--compute_dtype={FLAGS.compute_dtype}',
          f'--microbatch_size={FLAGS.microbatch_size}',
          f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
@@ -192,7 +188,7 @@ def _run_child(mode, batch_size, routing_iters) -> dict:
 
 def _run_torch(mode, batch_size, routing_iters) -> dict:
   cmd = [FLAGS.compare_torch, FLAGS.torch_script, '--mode', mode,
-         '--batch', str(batch_size), '--routing', str(routing_iters),
+         '--batch', str(batch_size), '--routing_iters', str(routing_iters),
          '--steps', str(FLAGS.steps), '--warmup', str(FLAGS.warmup)]
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
@@ -252,7 +248,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   try:
     batches = [int(b) for b in FLAGS.batch]
-    routings = [int(r) for r in FLAGS.routing]
+    routings = [int(r) for r in FLAGS.routing_iters]
   except ValueError:
     sys.exit('error: --batch and --routing take comma-separated integers, '
              'e.g. --batch=32,128 --routing=3.')

@@ -1,9 +1,9 @@
 r"""The paper's Table 1: test error by routing iterations x reconstruction.
 
     python experiments/routing_sweep.py --config=configs/quickstart.py \
-        --sweep_dir=/tmp/capsnet_sweep --iters=1,3 --recon=on,off --seeds=2
+        --sweep_dir=/tmp/capsnet_sweep --routing_iters=1,3 --recon=on,off --seeds=2
 
-Trains every combination of routing iterations (--iters), reconstruction loss
+Trains every combination of routing iterations (--routing_iters), reconstruction loss
 on/off (--recon) and seed (--seeds=N: config.seed .. config.seed + N - 1) with
 `capsjax.train.train_and_evaluate`, each in its own workdir
 SWEEP_DIR/iters{R}_recon-{on|off}_seed{S}. Any config field can be overridden
@@ -39,7 +39,9 @@ import ml_collections
 from ml_collections import config_flags
 
 from capsjax import cli
+from capsjax import errors
 from capsjax import train
+from capsjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -76,13 +78,13 @@ def parse_iters(text: str) -> list[int]:
   """'1,3' -> [1, 3], duplicates dropped.
 
   Raises:
-    train.ConfigError: unless every item is an int >= 1.
+    errors.ConfigError: unless every item is an int >= 1.
   """
   items = [item.strip() for item in str(text).split(',')]
   if not all(re.fullmatch(r'\d+', item) and int(item) >= 1 for item in items):
-    raise train.ConfigError(
+    raise errors.ConfigError(
         f'--iters must be comma-separated ints >= 1, got {text!r}; e.g. '
-        f'--iters=1,3.')
+        f'--routing_iters=1,3.')
   return list(dict.fromkeys(int(item) for item in items))
 
 
@@ -90,11 +92,11 @@ def parse_recon(text: str) -> list[bool]:
   """'on,off' -> [True, False], duplicates dropped.
 
   Raises:
-    train.ConfigError: unless every item is 'on' or 'off'.
+    errors.ConfigError: unless every item is 'on' or 'off'.
   """
   items = [item.strip().lower() for item in str(text).split(',')]
   if not all(item in ('on', 'off') for item in items):
-    raise train.ConfigError(
+    raise errors.ConfigError(
         f'--recon must be on, off or on,off, got {text!r}; e.g. '
         f'--recon=on,off.')
   return list(dict.fromkeys(item == 'on' for item in items))
@@ -103,7 +105,7 @@ def parse_recon(text: str) -> list[bool]:
 def check_seeds(num_seeds) -> int:
   if (isinstance(num_seeds, bool) or not isinstance(num_seeds, int)
       or num_seeds < 1):
-    raise train.ConfigError(f'--seeds must be an int >= 1, got {num_seeds!r};'
+    raise errors.ConfigError(f'--seeds must be an int >= 1, got {num_seeds!r};'
                             f' e.g. --seeds=3.')
   return num_seeds
 
@@ -207,7 +209,7 @@ def _prepare_sweep_dir(sweep_dir: str) -> str:
   try:
     os.makedirs(sweep_dir, exist_ok=True)
   except OSError as e:
-    raise train.ConfigError(f'cannot create sweep_dir {sweep_dir} '
+    raise errors.ConfigError(f'cannot create sweep_dir {sweep_dir} '
                             f'({e.strerror}); pass a writable --sweep_dir.'
                             ) from None
   return sweep_dir
@@ -312,27 +314,17 @@ def plot_results(rows: Sequence[dict], path: str) -> None:
   _save_figure(fig, path)
 
 
-def _write_text(path: str, text: str) -> None:
-  # Write then rename: an interrupted sweep never leaves a half-written file.
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def _save_figure(fig, path: str) -> None:
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp)
+  workdir_lib.write_atomic(path, fig.savefig)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def write_results(sweep_dir: str) -> list[dict]:
   """Rewrites results.csv, results.md and the plot from every finished run."""
   rows = collect(sweep_dir)
   if rows:
-    _write_text(os.path.join(sweep_dir, 'results.csv'), results_csv(rows))
-    _write_text(os.path.join(sweep_dir, 'results.md'), results_markdown(rows))
+    workdir_lib.write_text(os.path.join(sweep_dir, 'results.csv'), results_csv(rows))
+    workdir_lib.write_text(os.path.join(sweep_dir, 'results.md'), results_markdown(rows))
     plot_results(rows, os.path.join(sweep_dir, PLOT_FILE))
   return rows
 
@@ -342,7 +334,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   cli.setup()
   with cli.user_errors_exit():
-    iters = parse_iters(FLAGS.iters)
+    iters = parse_iters(FLAGS.routing_iters)
     recon = parse_recon(FLAGS.recon)
     num_seeds = check_seeds(FLAGS.seeds)
     rows = run_sweep(FLAGS.config, FLAGS.sweep_dir, iters, recon, num_seeds)
@@ -364,7 +356,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string(
       'sweep_dir', None, 'Directory holding one workdir per run and the '
       'results; rerunning with the same one resumes.', flag_values=flag_values)
-  flags.DEFINE_string('iters', '1,3', 'Comma-separated routing iterations, '
+  flags.DEFINE_string('routing_iters', '1,3', 'Comma-separated routing iterations, '
                       'ints >= 1.', flag_values=flag_values)
   flags.DEFINE_string('recon', 'on,off', 'Reconstruction loss settings to '
                       'sweep: on, off or on,off.', flag_values=flag_values)

@@ -35,11 +35,12 @@ import numpy as np
 import PIL.Image
 
 from capsjax import cli
+from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import layers
 from capsjax import models
 from capsjax import trained
-from capsjax import train
+from capsjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
@@ -194,10 +195,8 @@ def _save(fig, path: str, gray_levels: Optional[int] = None) -> None:
     image = image.convert('L').point(lambda v: round(round(v / step) * step))
   else:
     image = image.convert('RGB').quantize(colors=PNG_COLORS)
-  # Write then rename: a crash never leaves a half-written PNG behind.
-  tmp = path + '.tmp'
-  image.save(tmp, format='PNG', optimize=True)
-  os.replace(tmp, path)
+  workdir_lib.write_atomic(
+      path, lambda tmp: image.save(tmp, format='PNG', optimize=True))
 
 
 def plot_reconstructions(images, reconstructions, labels, predicted,
@@ -348,7 +347,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
     Figure name -> path of each PNG written.
 
   Raises:
-    train.ConfigError: the workdir has no config.json or no checkpoint, or
+    errors.ConfigError: the workdir has no config.json or no checkpoint, or
       `out` cannot be written.
   """
   run = trained.load(workdir)
@@ -356,7 +355,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   try:
     os.makedirs(out, exist_ok=True)
   except OSError as e:
-    raise train.ConfigError(f'cannot create {out} ({e.strerror}); pass a '
+    raise errors.ConfigError(f'cannot create {out} ({e.strerror}); pass a '
                             f'writable --out.') from None
   test = run.dataset.test
   paths = {name: os.path.join(out, f'{name}.png') for name in SIZES}

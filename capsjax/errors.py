@@ -1,0 +1,35 @@
+"""Every error a user can fix from the command line, under one base class.
+
+The command lines (`capsjax.main`, `experiments/*.py`) catch `UserError` and
+print its message as one line, `error: ...`, with exit status 1. Each message
+names what is wrong and the flag or file that fixes it. Anything else is a bug
+and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+  """A mistake the user can fix: a config value, data, a workdir, a shape."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config value or workdir that cannot work, with the fix in the message."""
+
+
+class DataError(UserError, ValueError):
+  """A dataset cannot be loaded or batched as configured."""
+
+
+class InputShapeError(UserError, ValueError):
+  """The images do not fit the model's convolutions or its input_shape."""
+
+
+class CheckpointMismatchError(UserError, ValueError):
+  """The checkpoint in the workdir does not fit the model the config builds."""
+
+
+class CheckpointCorruptError(UserError, ValueError):
+  """A checkpoint (or, when restoring the latest, every one) is damaged."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+  """Training produced a NaN or infinite loss, gradient or parameter."""

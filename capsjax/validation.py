@@ -1,0 +1,103 @@
+"""Every check of a training config, run before the workdir is touched.
+
+`check_config(config)` needs only the config; `check_data(config, dataset)`
+needs the loaded data (image size, split sizes) and returns the model the
+config builds for it. `train.train_and_evaluate` calls both before it creates,
+reads or writes anything in the workdir, so a rejected run leaves an existing
+workdir exactly as it was. Each error is one line naming the `--config.FIELD`
+to change.
+"""
+import math
+
+from capsjax import errors
+from capsjax import models
+
+
+def _is_int(value) -> bool:
+  # `bool` is an `int` subclass, but `True` as a batch size is a bug.
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _get(config, dotted: str):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
+
+
+def _int_at_least(config, name: str, minimum: int, example: int,
+                  why: str = '') -> None:
+  value = _get(config, name)
+  if not _is_int(value) or value < minimum:
+    raise errors.ConfigError(
+        f'config.{name} must be an int >= {minimum}{why}, got {value!r}; set '
+        f'--config.{name}={example}.')
+
+
+def _number(config, name: str, low: float, high: float, example,
+            low_open: bool = False) -> None:
+  value = _get(config, name)
+  ok = _is_number(value) and value <= high and (
+      value > low if low_open else value >= low)
+  if not ok:
+    bracket = '(' if low_open else '['
+    raise errors.ConfigError(
+        f'config.{name} must be a number in {bracket}{low}, {high}], got '
+        f'{value!r}; set --config.{name}={example}.')
+
+
+def check_config(config) -> None:
+  """Checks every field that can be wrong without looking at the data.
+
+  Raises:
+    errors.ConfigError: naming the first bad field and a value that works.
+  """
+  for name in ('batch_size', 'eval_batch_size', 'num_train_steps',
+               'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
+    _int_at_least(config, name, 1, 100)
+  _int_at_least(config, 'seed', 0, 0)
+  _int_at_least(config, 'max_checkpoints_to_keep', 1, 2,
+                ' (resuming needs a checkpoint)')
+  _int_at_least(config, 'lr_decay_steps', 1, 2000,
+                ' (steps between decays; --config.lr_decay_rate=1 turns decay '
+                'off)')
+  _number(config, 'learning_rate', 0.0, math.inf, 0.001, low_open=True)
+  _number(config, 'lr_decay_rate', 0.0, 1.0, 0.96, low_open=True)
+  micro = config.microbatch_size
+  if not _is_int(micro) or micro < 0 or (micro and config.batch_size % micro):
+    raise errors.ConfigError(
+        f'config.microbatch_size must be 0 (off) or an int that divides '
+        f'batch_size {config.batch_size}, got {micro!r}; set '
+        f'--config.microbatch_size=0.')
+  _int_at_least(config, 'dataset.max_shift', 0, 2)
+  for name in ('m_plus', 'm_minus', 'lambda_'):
+    _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
+                                               'lambda_': 0.5}[name])
+  _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
+  models.create_model(config.model, None, 2)
+
+
+def check_data(config, dataset):
+  """Checks the config against the loaded data; returns the model it builds.
+
+  Raises:
+    errors.ConfigError: a batch larger than the training split, or shifts
+      that move the images out of view.
+    errors.InputShapeError: the images do not fit the model's convolutions.
+  """
+  if config.batch_size > dataset.train.num_examples:
+    raise errors.ConfigError(
+        f'batch_size {config.batch_size} is larger than the training split '
+        f'({dataset.train.num_examples} examples); lower --config.batch_size.')
+  height, width = dataset.image_shape[:2]
+  if config.dataset.max_shift >= min(height, width):
+    raise errors.ConfigError(
+        f'max_shift {config.dataset.max_shift} would shift {height}x{width} '
+        f'images out of view; set --config.dataset.max_shift below '
+        f'{min(height, width)} (the paper uses 2).')
+  return models.create_model(config.model, dataset.image_shape,
+                             dataset.num_classes)

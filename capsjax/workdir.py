@@ -1,0 +1,100 @@
+"""A run's workdir: its file names, atomic writes, and making it writable.
+
+  WORKDIR/config.json           the config of the latest run
+  WORKDIR/checkpoints/N/        orbax checkpoints (`checkpoints`)
+  WORKDIR/checkpoints_corrupt/  checkpoints that did not read back, moved aside
+  WORKDIR/metrics.jsonl         train and test metrics, one JSON object a line
+  WORKDIR/tensorboard/          the same metrics as TensorBoard event files
+  WORKDIR/summary.json          the final test metrics and throughput
+
+Every file here is written to a temporary name and renamed into place, so a
+crash never leaves a half-written file behind. No JAX: the multi-host wait is
+passed in by the caller.
+"""
+import json
+import os
+from typing import Any, Callable, Optional
+
+from capsjax import errors
+
+CONFIG = 'config.json'
+CHECKPOINTS = 'checkpoints'
+METRICS = 'metrics.jsonl'
+TENSORBOARD = 'tensorboard'
+SUMMARY = 'summary.json'
+
+
+def path(workdir: str, name: str) -> str:
+  """`WORKDIR/name`."""
+  return os.path.join(workdir, name)
+
+
+def write_atomic(file_path: str, write: Callable[[str], None]) -> None:
+  """Calls `write(tmp_path)`, then renames tmp_path to `file_path`.
+
+  `write` writes the whole file at the path it is given; the suffix keeps the
+  file's extension, so writers that infer a format from it (matplotlib,
+  PIL) still work.
+  """
+  root, ext = os.path.splitext(file_path)
+  tmp = f'{root}.tmp{ext}'
+  write(tmp)
+  os.replace(tmp, file_path)
+
+
+def write_text(file_path: str, text: str) -> None:
+  """Writes `text` to `file_path` atomically."""
+
+  def write(tmp):
+    with open(tmp, 'w') as f:
+      f.write(text)
+
+  write_atomic(file_path, write)
+
+
+def write_json(file_path: str, obj: Any) -> None:
+  """Writes `obj` as indented, key-sorted JSON atomically."""
+  write_text(file_path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
+def read_json(file_path: str) -> Optional[Any]:
+  """The JSON in `file_path`, or None if it is missing or unreadable."""
+  try:
+    with open(file_path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def prepare(workdir: str, *, is_leader: bool = True,
+            wait: Callable[[str], None] = lambda name: None) -> str:
+  """Creates `workdir` if needed and checks that it can be written.
+
+  On several hosts sharing one workdir, only the leader (process 0) writes
+  the probe file; the others wait for it (`wait(name)` is a barrier all
+  processes call) and then check the directory exists.
+
+  Returns:
+    The absolute workdir.
+
+  Raises:
+    errors.ConfigError: the directory cannot be created or written.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    if is_leader:
+      os.makedirs(workdir, exist_ok=True)
+      probe = os.path.join(workdir, '.write_test')
+      with open(probe, 'w') as f:
+        f.write('ok')
+      os.remove(probe)
+    failure = None
+  except OSError as e:
+    failure = e.strerror
+  wait('capsjax_workdir_prepared')
+  if failure is None and not os.path.isdir(workdir):
+    failure = 'not visible to this process; is it on a shared file system?'
+  if failure is not None:
+    raise errors.ConfigError(f'cannot write to workdir {workdir} ({failure}); '
+                             f'pass a writable --workdir.')
+  return workdir
