@@ -1,4 +1,10 @@
-"""CapsNet losses. Each returns one value per example; the caller averages."""
+"""Losses of capsule networks and their baselines, and the objectives built on them.
+
+Each loss returns one value per example; the caller averages. An objective,
+`objective(outputs, batch, loss_config) -> {name: [B]}`, combines a model's
+losses as `config.loss` says, with the total under 'loss'; each model in
+`models.MODELS` names the objective it trains with. Pure `jax.numpy`.
+"""
 import jax
 import jax.numpy as jnp
 
@@ -60,3 +66,27 @@ def reconstruction_loss(reconstructions: jax.Array,
         f'must have the same batch size and values per example.')
   diff = reconstructions.reshape(batch, -1) - images.reshape(batch, -1)
   return jnp.sum(jnp.square(diff), axis=-1)
+
+
+def margin_objective(outputs, batch, loss_config) -> dict[str, jax.Array]:
+  """The paper's loss: margin loss + weight x reconstruction loss (Sec. 4.1).
+
+  Args:
+    outputs: with `scores: [B, K]` capsule lengths and `reconstructions`
+      (`[B, H, W, C]`, or None when the decoder did not run).
+    batch: with `label` (`[B]` classes or `[B, K]` targets) and `image`.
+    loss_config: `config.loss`: m_plus, m_minus, lambda_,
+      reconstruction_weight.
+
+  Returns:
+    Per-example 'loss', 'margin_loss' and 'reconstruction_loss', each `[B]`.
+  """
+  margin = margin_loss(
+      outputs.scores, batch['label'], m_plus=loss_config.m_plus,
+      m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
+  if outputs.reconstructions is None:
+    recon = jnp.zeros_like(margin)
+  else:
+    recon = reconstruction_loss(outputs.reconstructions, batch['image'])
+  total = margin + loss_config.reconstruction_weight * recon
+  return {'loss': total, 'margin_loss': margin, 'reconstruction_loss': recon}

@@ -6,6 +6,7 @@
 `config.model.name` up in `MODELS`; a new model is one entry there, and the
 trainer does not change.
 """
+import dataclasses
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 from capsjax import conv
 from capsjax import errors
 from capsjax import layers
+from capsjax import losses
 from capsjax import ops
 from capsjax import routing
 
@@ -32,6 +34,11 @@ class CapsNetOutput(NamedTuple):
   lengths: jax.Array
   reconstructions: Optional[jax.Array]
   couplings: Optional[jax.Array]
+
+  @property
+  def scores(self) -> jax.Array:
+    """`[B, K]` class scores, the name every model's output shares."""
+    return self.lengths
 
 
 def primary_grid(input_shape: Sequence[int], conv1_kernel: int,
@@ -110,7 +117,7 @@ class CapsNet(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, labels: Optional[jax.Array] = None, *,
-               reconstruct: bool = True,
+               train: bool = False, reconstruct: bool = True,
                return_couplings: bool = False) -> CapsNetOutput:
     """Classifies and reconstructs `images: [B, H, W, C]` in [0, 1].
 
@@ -118,6 +125,8 @@ class CapsNet(nn.Module):
       images: `[B, H, W, C]`.
       labels: `[B]` int. If given, the decoder sees the capsule of the true
         label (training); if None, the longest capsule (test time).
+      train: part of every model's interface (`MODELS`); CapsNet has no
+        dropout or batch statistics, so it changes nothing here.
       reconstruct: run the decoder.
       return_couplings: also return the routing coupling coefficients.
 
@@ -203,12 +212,40 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   return model
 
 
-# config.model.name -> `build(model_config, image_shape, num_classes)`, which
-# checks the model's config fields (errors.ConfigError naming the field) and,
-# when image_shape is given, that the images fit (errors.InputShapeError).
-MODELS: dict[str, Callable[[Any, Optional[Sequence[int]], int], nn.Module]] = {
-    'capsnet': _capsnet,
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """One entry of `MODELS`.
+
+  Attributes:
+    build: `build(model_config, image_shape, num_classes) -> nn.Module`;
+      checks the model's config fields (errors.ConfigError naming the field)
+      and, when image_shape is given, that the images fit
+      (errors.InputShapeError). The module has `input_shape` and
+      `num_classes` attributes and is called as
+      `model.apply(variables, images, labels=None, *, train=False,
+      reconstruct=True, rngs=...)` and returns a NamedTuple with `scores:
+      [B, K]` (higher is more likely) and `reconstructions` (or None).
+    objective: `objective(outputs, batch, loss_config) -> {name: [B]}` with
+      the total under 'loss' (see `losses`).
+  """
+  build: Callable[[Any, Optional[Sequence[int]], int], nn.Module]
+  objective: Callable[..., dict]
+
+
+# config.model.name -> its ModelSpec.
+MODELS: dict[str, ModelSpec] = {
+    'capsnet': ModelSpec(_capsnet, losses.margin_objective),
 }
+
+
+def spec(model_config) -> ModelSpec:
+  """`MODELS[model_config.name]`, or a ConfigError naming the choices."""
+  name = model_config.name
+  if name not in MODELS:
+    raise errors.ConfigError(
+        f'unknown model {name!r}; set --config.model.name to one of '
+        f'{", ".join(MODELS)}.')
+  return MODELS[name]
 
 
 def create_model(model_config, image_shape: Optional[Sequence[int]],
@@ -225,9 +262,4 @@ def create_model(model_config, image_shape: Optional[Sequence[int]],
     errors.ConfigError: an unknown name or a bad field, named in the message.
     errors.InputShapeError: the images do not fit the model.
   """
-  name = model_config.name
-  if name not in MODELS:
-    raise errors.ConfigError(
-        f'unknown model {name!r}; set --config.model.name to one of '
-        f'{", ".join(MODELS)}.')
-  return MODELS[name](model_config, image_shape, num_classes)
+  return spec(model_config).build(model_config, image_shape, num_classes)

@@ -9,6 +9,7 @@ import math
 import time
 
 from absl import logging
+import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,6 @@ from capsjax import checkpoints
 from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
-from capsjax import losses
 from capsjax import metric_writers
 from capsjax import models
 from capsjax import parallel
@@ -77,7 +77,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def create_train_state(config: ml_collections.ConfigDict,
-                       model: models.CapsNet,
+                       model: nn.Module,
                        rng: jax.Array) -> train_state.TrainState:
   images = jnp.zeros((1, *model.input_shape), jnp.float32)
   # Jitted: run eagerly, the init's forward pass dispatches hundreds of small
@@ -89,26 +89,23 @@ def create_train_state(config: ml_collections.ConfigDict,
                                        tx=tx)
 
 
-def _per_example_losses(outputs: models.CapsNetOutput, batch, loss_config):
-  margin = losses.margin_loss(
-      outputs.lengths, batch['label'], m_plus=loss_config.m_plus,
-      m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
-  if outputs.reconstructions is None:
-    recon = jnp.zeros_like(margin)
-  else:
-    recon = losses.reconstruction_loss(outputs.reconstructions, batch['image'])
-  total = margin + loss_config.reconstruction_weight * recon
-  correct = (jnp.argmax(outputs.lengths, -1) == batch['label'])
-  return {'loss': total, 'margin_loss': margin, 'reconstruction_loss': recon,
-          'accuracy': correct.astype(jnp.float32)}
+def per_example_metrics(objective, outputs, batch, loss_config):
+  """The objective's per-example losses plus 'accuracy' (argmax of scores)."""
+  metrics = objective(outputs, batch, loss_config)
+  correct = jnp.argmax(outputs.scores, -1) == batch['label']
+  metrics['accuracy'] = correct.astype(jnp.float32)
+  return metrics
 
 
-def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
-               loss_config: ml_collections.ConfigDict,
+def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
+               rng: jax.Array, *, objective, loss_config: ml_collections.ConfigDict,
                num_microbatches: int = 1):
   """One Adam step on the batch-mean loss. Returns `(state, metrics)`.
 
-  The decoder is masked by the true label (Section 4.1).
+  The decoder is masked by the true label (Section 4.1). `rng` feeds the
+  model's dropout (if any); `train_and_evaluate` derives it from the seed and
+  the step, so a resumed run draws the same masks. `objective` is the
+  model's (`models.ModelSpec.objective`).
 
   With `num_microbatches` n > 1 the batch is split into n equal parts whose
   gradients and metrics are averaged: the same step up to float rounding (the
@@ -120,24 +117,27 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   """
   reconstruct = loss_config.reconstruction_weight > 0
 
-  def grads_and_metrics(part):
+  def grads_and_metrics(part, part_rng):
     def loss_fn(params):
       outputs = state.apply_fn({'params': params}, part['image'],
-                               part['label'], reconstruct=reconstruct)
-      per_example = _per_example_losses(outputs, part, loss_config)
+                               part['label'], train=True,
+                               reconstruct=reconstruct,
+                               rngs={'dropout': part_rng})
+      per_example = per_example_metrics(objective, outputs, part, loss_config)
       means = jax.tree.map(jnp.mean, per_example)
       return means['loss'], means
     return jax.grad(loss_fn, has_aux=True)(state.params)
 
   n = num_microbatches
   if n == 1:
-    grads, metrics = grads_and_metrics(batch)
+    grads, metrics = grads_and_metrics(batch, rng)
   else:
     parts = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]), batch)
     # Unrolled on purpose: as a lax.scan, XLA:CPU ran this step 10x slower.
     total = None
     for t in range(n):
-      out = grads_and_metrics(jax.tree.map(lambda x: x[:, t], parts))
+      out = grads_and_metrics(jax.tree.map(lambda x: x[:, t], parts),
+                              jax.random.fold_in(rng, t))
       total = out if total is None else jax.tree.map(jnp.add, total, out)
     grads, metrics = jax.tree.map(lambda x: x / n, total)
   metrics['grad_norm'] = optax.tree.norm(grads)
@@ -147,7 +147,7 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
 
 def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
-              loss_config: ml_collections.ConfigDict):
+              objective, loss_config: ml_collections.ConfigDict):
   """Sums of the per-example metrics over the real (mask = 1) examples.
 
   The decoder is masked by the predicted class, as at test time in the paper.
@@ -155,7 +155,7 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   reconstruct = loss_config.reconstruction_weight > 0
   outputs = state.apply_fn({'params': state.params}, batch['image'],
                            reconstruct=reconstruct)
-  per_example = _per_example_losses(outputs, batch, loss_config)
+  per_example = per_example_metrics(objective, outputs, batch, loss_config)
   sums = jax.tree.map(lambda x: jnp.sum(x * batch['mask']), per_example)
   sums['count'] = jnp.sum(batch['mask'])
   return sums
@@ -229,8 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       lambda: create_train_state(config, model, jax.random.key(config.seed)),
       mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('CapsNet with %d parameters on %s.', num_params,
-               jax.devices()[0].platform)
+  logging.info('Model %s with %d parameters on %s.', config.model.name,
+               num_params, jax.devices()[0].platform)
   model_config = config.model.to_dict()
   ckpt = checkpoints.Checkpointer(workdir_lib.path(workdir,
                                                   workdir_lib.CHECKPOINTS),
@@ -266,12 +266,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       ckpt.close()
       return state, summary
 
+  objective = models.spec(config.model).objective
+  step_with_rng = functools.partial(
+      train_step, objective=objective, loss_config=config.loss,
+      num_microbatches=config.batch_size // microbatch_size)
+  # Dropout masks are a pure function of (seed, step), like the batches.
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed), 1)
   train_step_fn = parallel.jit_train_step(
-      functools.partial(train_step, loss_config=config.loss,
-                        num_microbatches=config.batch_size // microbatch_size),
-      mesh)
+      lambda state, batch: step_with_rng(
+          state, batch, jax.random.fold_in(dropout_key, state.step)), mesh)
   eval_step_fn = parallel.jit_eval_step(
-      functools.partial(eval_step, loss_config=config.loss), mesh)
+      functools.partial(eval_step, objective=objective,
+                        loss_config=config.loss), mesh)
   writer = metric_writers.MetricWriter(workdir, enabled=is_writer,
                                        resume_step=start_step)
 

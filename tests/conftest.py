@@ -1,0 +1,50 @@
+"""Shared fixtures: the configs of the shipped files, shrunk for tests.
+
+`load_config('quickstart', **overrides)` is a shipped config with dotted
+overrides; `small_config(...)` is that config with a CapsNet small enough to
+compile and train a few steps in seconds (the shapes of the paper's network
+are kept where a test is about them, via overrides).
+"""
+import os
+import runpy
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A CapsNet of the paper's shape with few channels: a few seconds a run.
+SMALL_MODEL = {
+    'model.conv1_channels': 8,
+    'model.primary_types': 2,
+    'model.primary_dim': 4,
+    'model.digit_dim': 6,
+    'model.decoder_hidden': (16, 32),
+}
+# Few steps, with a log, an evaluation and a checkpoint every 2 steps.
+SMALL_RUN = {
+    'batch_size': 8,
+    'eval_batch_size': 16,
+    'num_train_steps': 4,
+    'log_every_steps': 2,
+    'eval_every_steps': 2,
+    'checkpoint_every_steps': 2,
+}
+
+
+def load_config(name: str = 'mnist', **overrides):
+  """`configs/NAME.py`'s get_config() with dotted-name overrides applied."""
+  config = runpy.run_path(os.path.join(ROOT, 'configs', f'{name}.py'))[
+      'get_config']()
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def small_config(name: str = 'mnist', **overrides):
+  """`load_config(name)` with `SMALL_MODEL`, `SMALL_RUN` and `overrides`."""
+  return load_config(name, **{**SMALL_MODEL, **SMALL_RUN, **overrides})
+
+
+@pytest.fixture
+def small():
+  """`small_config` as a fixture, for tests that take no arguments."""
+  return small_config
