@@ -1,9 +1,10 @@
 """Losses of capsule networks and their baselines, and the objectives built on them.
 
 Each loss returns one value per example; the caller averages. An objective,
-`objective(outputs, batch, loss_config) -> {name: [B]}`, combines a model's
-losses as `config.loss` says, with the total under 'loss'; each model in
-`models.MODELS` names the objective it trains with. Pure `jax.numpy`.
+`objective(outputs, batch, loss_config, step) -> {name: [B]}`, combines a
+model's losses as `config.loss` says, with the total under 'loss' (`step`, the
+training step of the parameters, is for schedules such as the spread loss's
+margin); each model in `models.MODELS` names the objective it trains with. Pure `jax.numpy`.
 """
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,8 @@ def reconstruction_loss(reconstructions: jax.Array,
   return jnp.sum(jnp.square(diff), axis=-1)
 
 
-def margin_objective(outputs, batch, loss_config) -> dict[str, jax.Array]:
+def margin_objective(outputs, batch, loss_config,
+                     step=None) -> dict[str, jax.Array]:
   """The paper's loss: margin loss + weight x reconstruction loss (Sec. 4.1).
 
   Args:
@@ -77,6 +79,7 @@ def margin_objective(outputs, batch, loss_config) -> dict[str, jax.Array]:
     batch: with `label` (`[B]` classes or `[B, K]` targets) and `image`.
     loss_config: `config.loss`: m_plus, m_minus, lambda_,
       reconstruction_weight.
+    step: unused (no schedule).
 
   Returns:
     Per-example 'loss', 'margin_loss' and 'reconstruction_loss', each `[B]`.

@@ -225,8 +225,8 @@ class ModelSpec:
       `model.apply(variables, images, labels=None, *, train=False,
       reconstruct=True, rngs=...)` and returns a NamedTuple with `scores:
       [B, K]` (higher is more likely) and `reconstructions` (or None).
-    objective: `objective(outputs, batch, loss_config) -> {name: [B]}` with
-      the total under 'loss' (see `losses`).
+    objective: `objective(outputs, batch, loss_config, step) -> {name: [B]}`
+      with the total under 'loss' (see `losses`).
   """
   build: Callable[[Any, Optional[Sequence[int]], int], nn.Module]
   objective: Callable[..., dict]

@@ -89,9 +89,9 @@ def create_train_state(config: ml_collections.ConfigDict,
                                        tx=tx)
 
 
-def per_example_metrics(objective, outputs, batch, loss_config):
+def per_example_metrics(objective, outputs, batch, loss_config, step):
   """The objective's per-example losses plus 'accuracy' (argmax of scores)."""
-  metrics = objective(outputs, batch, loss_config)
+  metrics = objective(outputs, batch, loss_config, step)
   correct = jnp.argmax(outputs.scores, -1) == batch['label']
   metrics['accuracy'] = correct.astype(jnp.float32)
   return metrics
@@ -123,7 +123,8 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
                                part['label'], train=True,
                                reconstruct=reconstruct,
                                rngs={'dropout': part_rng})
-      per_example = per_example_metrics(objective, outputs, part, loss_config)
+      per_example = per_example_metrics(objective, outputs, part, loss_config,
+                                        state.step)
       means = jax.tree.map(jnp.mean, per_example)
       return means['loss'], means
     return jax.grad(loss_fn, has_aux=True)(state.params)
@@ -155,7 +156,8 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   reconstruct = loss_config.reconstruction_weight > 0
   outputs = state.apply_fn({'params': state.params}, batch['image'],
                            reconstruct=reconstruct)
-  per_example = per_example_metrics(objective, outputs, batch, loss_config)
+  per_example = per_example_metrics(objective, outputs, batch, loss_config,
+                                    state.step)
   sums = jax.tree.map(lambda x: jnp.sum(x * batch['mask']), per_example)
   sums['count'] = jnp.sum(batch['mask'])
   return sums
