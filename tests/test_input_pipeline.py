@@ -222,3 +222,17 @@ def test_prefetching_forwards_errors(monkeypatch):
   with pytest.raises(RuntimeError, match='step 3 failed'):
     next(iterator)
   assert not prefetch_threads()
+
+
+def test_shifts_differ_between_the_steps_of_one_epoch():
+  # Identical images, so each batch shows only its shifts.
+  images = np.zeros((1, 9, 9, 1), np.uint8)
+  images[0, 4, 4, 0] = 255
+  split = datasets.Split(images=images.repeat(32, 0),
+                         labels=np.zeros(32, np.int32))
+  batches = [input_pipeline.train_batch(split, step, batch_size=8, seed=0,
+                                        max_shift=2)['image']
+             for step in range(4)]  # the 4 steps of epoch 0
+  for i in range(4):
+    for j in range(i):
+      assert not np.array_equal(batches[i], batches[j]), (i, j)
