@@ -37,6 +37,7 @@ import signal
 import sys
 
 from absl import app
+from capsjax import cli
 from capsjax import main
 from capsjax import metric_writers
 from orbax.checkpoint._src.path import atomicity
@@ -66,7 +67,7 @@ async def die_before_rename(self, *args, **kwargs):
 
 metric_writers.MetricWriter.write_scalars = write_then_die
 atomicity.AtomicRenameTemporaryPath.finalize = die_before_rename
-app.run(main.main, flags_parser=main.parse_flags)
+app.run(main.main, flags_parser=cli.parse_flags)
 '''
 
 

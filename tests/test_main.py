@@ -1,18 +1,17 @@
 """The command line, as a user runs it: `python -m capsjax.main ...`."""
 import json
 import os
-import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from capsjax import checkpoints
-from capsjax import main
+from capsjax import cli
+from capsjax import errors
 from capsjax import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_config
+from conftest import ROOT
 
 
 def run_main(*args, timeout=600):
@@ -76,10 +75,13 @@ def test_workdir_is_required():
 
 
 def quickstart(**overrides):
-  config = runpy.run_path(os.path.join(ROOT, 'configs', 'quickstart.py'))[
-      'get_config']()
-  config.update_from_flattened_dict(overrides)
-  return config
+  return load_config('quickstart', **overrides)
+
+
+def run(config, workdir):
+  """What `capsjax.main.main` does after parsing the flags."""
+  with cli.user_errors_exit():
+    train.train_and_evaluate(config, workdir)
 
 
 def write_idx(directory, image_shape=(28, 28), skip=(), bad_magic=()):
@@ -134,11 +136,11 @@ BAD_INPUTS = {  # case: (config maker, fragment of the one-line message)
     'routing iterations < 1': (
         lambda tmp: quickstart(**{'model.routing_iters': 0}),
         'config.model.routing_iters must be an int >= 1, got 0; set '
-        '--config.model.routing_iters=3.'),
+        '--config.model.routing_iters='),
     'batch size < 1': (
         lambda tmp: quickstart(batch_size=0),
         'config.batch_size must be an int >= 1, got 0; set '
-        '--config.batch_size=N.'),
+        '--config.batch_size='),
 }
 
 
@@ -147,7 +149,7 @@ def test_bad_input_is_one_line_and_exit_status_1(tmp_path, case):
   make_config, fragment = BAD_INPUTS[case]
   workdir = tmp_path / 'run'
   with pytest.raises(SystemExit) as e:
-    main.run(make_config(tmp_path), str(workdir))
+    run(make_config(tmp_path), str(workdir))
   # sys.exit(str) prints the string to stderr and exits with status 1.
   message = e.value.code
   assert isinstance(message, str), message
@@ -160,7 +162,7 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
   with pytest.raises(SystemExit) as e:
-    main.run(quickstart(), str(blocker / 'run'))
+    run(quickstart(), str(blocker / 'run'))
   message = e.value.code
   assert isinstance(message, str) and '\n' not in message, message
   assert message.startswith(f'error: cannot write to workdir {blocker}/run')
@@ -168,9 +170,9 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize('error', [
-    train.NonFiniteError('training stopped at step 5: loss = nan (not '
+    errors.NonFiniteError('training stopped at step 5: loss = nan (not '
                          'finite); ...'),
-    checkpoints.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
+    errors.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
                                        'back intact (...); ...'),
 ])
 def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
@@ -182,7 +184,7 @@ def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
 
   monkeypatch.setattr(train, 'train_and_evaluate', train_and_evaluate)
   with pytest.raises(SystemExit) as e:
-    main.run(quickstart(), str(tmp_path))
+    run(quickstart(), str(tmp_path))
   assert e.value.code == f'error: {error}'
 
 
