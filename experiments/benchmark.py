@@ -139,12 +139,14 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
            'label': jnp.asarray(rng.integers(0, 10, batch_size, np.int32)),
            'mask': jnp.ones((batch_size,), jnp.float32)}
 
+  objective = models.spec(config.model).objective
   if mode == 'train':
-    step = jax.jit(functools.partial(train.train_step, loss_config=config.loss,
-                                     num_microbatches=parts),
-                   donate_argnums=0)
+    step = jax.jit(functools.partial(
+        train.train_step, rng=jax.random.key(1), objective=objective,
+        loss_config=config.loss, num_microbatches=parts), donate_argnums=0)
   else:
-    step = jax.jit(functools.partial(train.eval_step, loss_config=config.loss))
+    step = jax.jit(functools.partial(train.eval_step, objective=objective,
+                                     loss_config=config.loss))
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
