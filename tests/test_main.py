@@ -227,8 +227,8 @@ try:
   app.run(main.main, argv=['capsjax.main', *sys.argv[1:]],
           flags_parser=cli.parse_flags)
   code = 0
-except SystemExit as e:
-  code = e.code
+except SystemExit as e:  # app.run exits, with None on success.
+  code = 0 if e.code is None else e.code
 print(json.dumps({'exit': code, 'tensorflow': sorted(
     name for name in sys.modules if name.startswith('tensorflow'))}))
 '''
