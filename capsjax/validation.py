@@ -99,5 +99,11 @@ def check_data(config, dataset):
         f'max_shift {config.dataset.max_shift} would shift {height}x{width} '
         f'images out of view; set --config.dataset.max_shift below '
         f'{min(height, width)} (the paper uses 2).')
-  return models.create_model(config.model, dataset.image_shape,
-                             dataset.num_classes)
+  try:
+    return models.create_model(config.model, dataset.image_shape,
+                               dataset.num_classes)
+  except errors.InputShapeError as e:
+    # The model's message has the arithmetic; name the flags that fix it.
+    raise errors.InputShapeError(
+        f'{str(e).rstrip(".")} (--config.model.conv1_kernel, '
+        f'--config.model.primary_kernel).') from None

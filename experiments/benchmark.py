@@ -2,9 +2,9 @@ r"""Speed of the paper's MNIST CapsNet: images/s, compile time, memory, FLOP/s.
 
     python experiments/benchmark.py                 # train and eval at batch
                                                     # 32/128/512, routing 1/3/5
-    python experiments/benchmark.py --mode=train --batch=128 --routing=3
+    python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3
     python experiments/benchmark.py --json          # one JSON object per line
-    python experiments/benchmark.py --batch=128 --routing=3 --repeats=5 \
+    python experiments/benchmark.py --batch=128 --routing_iters=3 --repeats=5 \
         --compare_torch=/tmp/torch-venv/bin/python  # side by side with the
                                                     # PyTorch reference
 
@@ -139,12 +139,14 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
            'label': jnp.asarray(rng.integers(0, 10, batch_size, np.int32)),
            'mask': jnp.ones((batch_size,), jnp.float32)}
 
+  objective = models.spec(config.model).objective
   if mode == 'train':
-    step = jax.jit(functools.partial(train.train_step, loss_config=config.loss,
-                                     num_microbatches=parts),
-                   donate_argnums=0)
+    step = jax.jit(functools.partial(
+        train.train_step, rng=jax.random.key(1), objective=objective,
+        loss_config=config.loss, num_microbatches=parts), donate_argnums=0)
   else:
-    step = jax.jit(functools.partial(train.eval_step, loss_config=config.loss))
+    step = jax.jit(functools.partial(train.eval_step, objective=objective,
+                                     loss_config=config.loss))
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -188,7 +190,7 @@ def _run_child(mode, batch_size, routing_iters) -> dict:
 
 def _run_torch(mode, batch_size, routing_iters) -> dict:
   cmd = [FLAGS.compare_torch, FLAGS.torch_script, '--mode', mode,
-         '--batch', str(batch_size), '--routing_iters', str(routing_iters),
+         '--batch', str(batch_size), '--routing', str(routing_iters),
          '--steps', str(FLAGS.steps), '--warmup', str(FLAGS.warmup)]
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
@@ -250,8 +252,8 @@ def main(argv):
     batches = [int(b) for b in FLAGS.batch]
     routings = [int(r) for r in FLAGS.routing_iters]
   except ValueError:
-    sys.exit('error: --batch and --routing take comma-separated integers, '
-             'e.g. --batch=32,128 --routing=3.')
+    sys.exit('error: --batch and --routing_iters take comma-separated '
+             'integers, e.g. --batch=32,128 --routing_iters=3.')
   if min(batches) < 1 or min(routings) < 1 or FLAGS.repeats < 1:
     sys.exit('error: batch sizes, routing iterations and --repeats must be '
              '>= 1.')

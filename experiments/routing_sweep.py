@@ -83,8 +83,8 @@ def parse_iters(text: str) -> list[int]:
   items = [item.strip() for item in str(text).split(',')]
   if not all(re.fullmatch(r'\d+', item) and int(item) >= 1 for item in items):
     raise errors.ConfigError(
-        f'--iters must be comma-separated ints >= 1, got {text!r}; e.g. '
-        f'--routing_iters=1,3.')
+        f'--routing_iters must be comma-separated ints >= 1, got {text!r}; '
+        f'e.g. --routing_iters=1,3.')
   return list(dict.fromkeys(int(item) for item in items))
 
 

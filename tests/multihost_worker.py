@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from capsjax import checkpoints
+from capsjax import datasets
 from capsjax import input_pipeline
 from capsjax import parallel
 from capsjax import train
@@ -29,7 +30,7 @@ def labelled_split():
   labels = np.arange(NUM_EXAMPLES, dtype=np.int32)
   images = np.broadcast_to(labels[:, None, None, None] % 256,
                            (NUM_EXAMPLES, 6, 6, 1)).astype(np.uint8)
-  return input_pipeline.Split(images=images, labels=labels)
+  return datasets.Split(images=images, labels=labels)
 
 
 def batch_summary(batch):

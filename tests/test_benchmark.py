@@ -1,13 +1,13 @@
-"""Tests for experiments/benchmark.py and capsjax.cpu_runtime."""
+"""Tests for experiments/benchmark.py."""
 import os
 import runpy
 
 import pytest
 
-from capsjax import cpu_runtime
 from capsjax import models
+from conftest import load_config
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 benchmark = runpy.run_path(os.path.join(ROOT, 'experiments', 'benchmark.py'),
                            run_name='benchmark')
 
@@ -29,11 +29,9 @@ def test_model_flops_of_the_paper_network():
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_measure_runs_the_real_steps(mode):
-  config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
-      'get_config']()
-  config.model.conv1_channels = 16
-  config.model.primary_types = 4
-  config.model.decoder_hidden = (16, 16)
+  config = load_config('mnist', **{'model.conv1_channels': 16,
+                                   'model.primary_types': 4,
+                                   'model.decoder_hidden': (16, 16)})
   row = benchmark['measure'](mode, 4, 2, steps=1, warmup=1, config=config)
   assert {'mode', 'batch', 'routing', 'images_per_s'} <= set(row)
   assert (row['mode'], row['batch'], row['routing']) == (mode, 4, 2)
@@ -56,26 +54,3 @@ def test_combine_repeats_takes_the_median_run_and_pair_ratio():
   alone = benchmark['combine_repeats'](ours[:1], [])
   assert alone['images_per_s'] == 100.0 and 'speedup_vs_torch' not in alone
   assert ours[0] == {'images_per_s': 100.0, 'step_ms': 10.0}  # Not mutated.
-
-
-def test_cpu_runtime_adds_the_scheduler_flag_once(monkeypatch):
-  monkeypatch.setenv('XLA_FLAGS', '--xla_dump_to=/tmp/x')
-  monkeypatch.delenv('CAPSJAX_CPU_TUNING', raising=False)
-  changed = cpu_runtime.configure()
-  flags = os.environ['XLA_FLAGS']
-  assert flags == ('--xla_dump_to=/tmp/x '
-                   '--xla_cpu_enable_concurrency_optimized_scheduler=false')
-  assert changed[0].startswith('XLA_FLAGS')
-  cpu_runtime.configure()
-  assert os.environ['XLA_FLAGS'] == flags  # Not twice.
-
-
-def test_cpu_runtime_keeps_the_users_setting_and_can_be_off(monkeypatch):
-  user = '--xla_cpu_enable_concurrency_optimized_scheduler=true'
-  monkeypatch.setenv('XLA_FLAGS', user)
-  cpu_runtime.configure()
-  assert os.environ['XLA_FLAGS'] == user
-  monkeypatch.setenv('XLA_FLAGS', '')
-  monkeypatch.setenv('CAPSJAX_CPU_TUNING', '0')
-  assert cpu_runtime.configure() == []
-  assert os.environ['XLA_FLAGS'] == ''

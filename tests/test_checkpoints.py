@@ -10,6 +10,8 @@ import optax
 import pytest
 
 from capsjax import checkpoints
+from capsjax import errors
+from capsjax import parallel
 
 # A failed orbax read leaves tensorstore callbacks that report "Event loop is
 # closed" when they run later (main.py drops them for CLI users).
@@ -93,7 +95,7 @@ def test_no_readable_checkpoint_is_one_line_naming_the_directory(tmp_path):
   save_steps(tmp_path, [1, 2])
   damage(tmp_path, 1, 'truncate')
   damage(tmp_path, 2, 'flip')  # one bit
-  with pytest.raises(checkpoints.CheckpointCorruptError) as e:
+  with pytest.raises(errors.CheckpointCorruptError) as e:
     restore_latest(tmp_path)
   message = str(e.value)
   assert '\n' not in message
@@ -107,7 +109,7 @@ def test_no_readable_checkpoint_is_one_line_naming_the_directory(tmp_path):
 
 def test_a_different_model_is_a_mismatch_not_damage(tmp_path):
   save_steps(tmp_path, [1, 2])
-  with pytest.raises(checkpoints.CheckpointMismatchError):
+  with pytest.raises(errors.CheckpointMismatchError):
     restore_latest(tmp_path, make_state(shape=(64, 33)))
   assert sorted(os.listdir(tmp_path)) == ['1', '2']
   assert not os.path.exists(str(tmp_path) + '_corrupt')
@@ -126,3 +128,29 @@ def test_half_written_step_is_ignored_and_removed(tmp_path):
   ckpt.wait_until_finished()
   ckpt.close()
   assert sorted(os.listdir(tmp_path)) == ['1', '2']
+
+
+@pytest.mark.parametrize('leader', [True, False])
+def test_only_process_0_moves_a_damaged_checkpoint(tmp_path, monkeypatch,
+                                                   leader):
+  # Several hosts restore from one shared directory; one of them moves the
+  # damaged step aside, the others wait for it at the same barrier.
+  save_steps(tmp_path, [1, 2])
+  damage(tmp_path, 2, 'truncate')
+  barriers = []
+  monkeypatch.setattr(parallel, 'wait_for_all_processes', barriers.append)
+  monkeypatch.setattr(jax, 'process_index', lambda: 0 if leader else 1)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), max_to_keep=3)
+  try:
+    step, _, meta = ckpt.restore_latest(make_state())
+  finally:
+    ckpt.close()
+  assert step == 1 and meta == {'step': 1}
+  assert barriers == ['capsjax_corrupt_checkpoints_moved']
+  corrupt = str(tmp_path) + '_corrupt'
+  if leader:
+    assert sorted(os.listdir(tmp_path)) == ['1']
+    assert len(os.listdir(corrupt)) == 1
+  else:
+    assert sorted(os.listdir(tmp_path)) == ['1', '2']
+    assert not os.path.exists(corrupt)

@@ -3,6 +3,8 @@
 Real `kill -9`s of real `python -m capsjax.main` processes on the embedded
 MNIST sample, with a tiny CapsNet. The subprocesses share a JAX compilation
 cache, so only the first one compiles (each still pays ~5 s of imports).
+Both PrimaryCaps convolutions: 'slices' (the CPU default, with its own VJP)
+and 'xla'; the full sequence of kills and damage runs with 'xla' only.
 """
 import glob
 import json
@@ -21,7 +23,7 @@ TINY = ('--config=configs/quickstart.py',
         '--config.model.conv1_channels=8', '--config.model.primary_types=2',
         '--config.model.primary_dim=4', '--config.model.digit_dim=6',
         '--config.model.decoder_hidden=(16,32)',
-        '--config.model.conv_impl=xla', '--config.batch_size=8',
+        '--config.batch_size=8',
         '--config.num_train_steps=8', '--config.log_every_steps=1',
         '--config.eval_every_steps=4', '--config.checkpoint_every_steps=2')
 
@@ -37,6 +39,7 @@ import signal
 import sys
 
 from absl import app
+from capsjax import cli
 from capsjax import main
 from capsjax import metric_writers
 from orbax.checkpoint._src.path import atomicity
@@ -66,7 +69,7 @@ async def die_before_rename(self, *args, **kwargs):
 
 metric_writers.MetricWriter.write_scalars = write_then_die
 atomicity.AtomicRenameTemporaryPath.finalize = die_before_rename
-app.run(main.main, flags_parser=main.parse_flags)
+app.run(main.main, flags_parser=cli.parse_flags)
 '''
 
 
@@ -75,7 +78,7 @@ def cache_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('jax_cache'))
 
 
-def run_cli(cache, workdir, *extra, killer=None):
+def run_cli(cache, workdir, *extra, killer=None, conv_impl='xla'):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
              JAX_COMPILATION_CACHE_DIR=cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
@@ -87,7 +90,8 @@ def run_cli(cache, workdir, *extra, killer=None):
     command += [script, *killer]
   else:
     command += ['-m', 'capsjax.main']
-  command += [*TINY, f'--workdir={workdir}', *extra]
+  command += [*TINY, f'--config.model.conv_impl={conv_impl}',
+              f'--workdir={workdir}', *extra]
   return subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
 
@@ -111,18 +115,31 @@ def complete_steps(workdir):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, cache_dir):
-  """An uninterrupted run: its workdir and its results."""
-  workdir = str(tmp_path_factory.mktemp('reference'))
-  result = run_cli(cache_dir, workdir)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, results(workdir)
+def references(tmp_path_factory, cache_dir):
+  """conv_impl -> an uninterrupted run's workdir and results, made once."""
+  made = {}
+
+  def reference(conv_impl):
+    if conv_impl not in made:
+      workdir = str(tmp_path_factory.mktemp(f'reference_{conv_impl}'))
+      result = run_cli(cache_dir, workdir, conv_impl=conv_impl)
+      assert result.returncode == 0, result.stderr[-3000:]
+      made[conv_impl] = workdir, results(workdir)
+    return made[conv_impl]
+
+  return reference
 
 
-def test_same_seed_and_config_give_identical_metrics(reference, cache_dir,
-                                                     tmp_path):
-  _, (summary, records) = reference
-  result = run_cli(cache_dir, tmp_path)
+@pytest.fixture
+def reference(references):
+  return references('xla')
+
+
+@pytest.mark.parametrize('conv_impl', ['xla', 'slices'])
+def test_same_seed_and_config_give_identical_metrics(references, cache_dir,
+                                                     tmp_path, conv_impl):
+  _, (summary, records) = references(conv_impl)
+  result = run_cli(cache_dir, tmp_path, conv_impl=conv_impl)
   assert result.returncode == 0, result.stderr[-3000:]
   again_summary, again_records = results(tmp_path)
   # Exactly equal, not close: every train loss, gradient norm and test
@@ -130,6 +147,22 @@ def test_same_seed_and_config_give_identical_metrics(reference, cache_dir,
   assert again_summary == summary
   assert again_records == records
   assert len(records) == 8 + 2
+
+
+def test_kill_9_then_rerun_with_the_sliced_convolution(references, cache_dir,
+                                                       tmp_path):
+  # The CPU default: its custom VJP must resume bit for bit too.
+  _, (summary, records) = references('slices')
+  killed = run_cli(cache_dir, tmp_path, killer=('train', '5'),
+                   conv_impl='slices')
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'summary.json')
+  last = complete_steps(tmp_path)[-1]
+  assert last in (2, 4)
+  rerun = run_cli(cache_dir, tmp_path, conv_impl='slices')
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'at step {last}.' in rerun.stderr, rerun.stderr[-3000:]
+  assert results(tmp_path) == (summary, records)
 
 
 def test_kill_9_in_training_and_in_a_save_then_rerun(reference, cache_dir,

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -18,12 +17,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from capsjax import errors
 from capsjax import layers
 from capsjax import losses
 from capsjax import train
 from capsjax import trained
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_config
+from conftest import ROOT
 
 
 def load_script(name):
@@ -59,9 +59,7 @@ TINY = {
 
 
 def tiny_config():
-  config = runpy.run_path(os.path.join(ROOT, 'configs', 'quickstart.py'))[
-      'get_config']()
-  config.update_from_flattened_dict(TINY)
+  config = load_config('quickstart', **TINY)
   config.lock()  # As config_flags hands it to the scripts.
   return config
 
@@ -112,12 +110,12 @@ def test_parse_iters(text, expected):
 
 @pytest.mark.parametrize('text', ['0', '1,x', '', '1,,3', '-1', '2.5'])
 def test_bad_iters_is_a_one_line_error(text):
-  with pytest.raises(train.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     routing_sweep.parse_iters(text)
   assert '\n' not in str(e.value)
-  assert str(e.value).startswith(f'--iters must be comma-separated ints >= 1, '
-                                 f'got {text!r}')
-  assert '--iters=1,3' in str(e.value)
+  assert str(e.value).startswith(
+      f'--routing_iters must be comma-separated ints >= 1, got {text!r}')
+  assert '--routing_iters=1,3' in str(e.value)
 
 
 @pytest.mark.parametrize('text,expected', [('on,off', [True, False]),
@@ -129,14 +127,14 @@ def test_parse_recon(text, expected):
 
 @pytest.mark.parametrize('text', ['yes', 'on,maybe', ''])
 def test_bad_recon_is_a_one_line_error(text):
-  with pytest.raises(train.ConfigError, match=r'--recon must be on, off or '
+  with pytest.raises(errors.ConfigError, match=r'--recon must be on, off or '
                      r'on,off, got .*; e\.g\. --recon=on,off\.$'):
     routing_sweep.parse_recon(text)
 
 
 @pytest.mark.parametrize('value', [0, -2, True, 1.5])
 def test_bad_seeds_is_a_one_line_error(value):
-  with pytest.raises(train.ConfigError, match=r'--seeds must be an int >= 1'):
+  with pytest.raises(errors.ConfigError, match=r'--seeds must be an int >= 1'):
     routing_sweep.check_seeds(value)
   assert routing_sweep.check_seeds(3) == 3
 
@@ -271,8 +269,8 @@ def test_sweep_command_line(sweep_dir, tmp_path):
   overrides = [f'--config.{k}={v}' for k, v in TINY.items()]
   result = subprocess.run(
       [sys.executable, 'experiments/routing_sweep.py',
-       '--config=configs/quickstart.py', f'--sweep_dir={copy}', '--iters=2',
-       '--recon=on', '--seeds=1', *overrides],
+       '--config=configs/quickstart.py', f'--sweep_dir={copy}',
+       '--routing_iters=2', '--recon=on', '--seeds=1', *overrides],
       cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -379,13 +377,13 @@ def test_figure_4_grid_is_16_dimensions_by_11_decoded_images(sweep_dir):
 
 
 def test_workdir_without_config_or_checkpoint_is_a_one_line_error(tmp_path):
-  with pytest.raises(train.ConfigError, match='does not exist'):
+  with pytest.raises(errors.ConfigError, match='does not exist'):
     trained.load(str(tmp_path / 'missing'))
-  with pytest.raises(train.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     visualize.visualize(str(tmp_path))
   assert 'has no config.json' in str(e.value) and '\n' not in str(e.value)
   (tmp_path / 'config.json').write_text(json.dumps(tiny_config().to_dict()))
-  with pytest.raises(train.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     visualize.visualize(str(tmp_path))
   assert 'has no checkpoint yet' in str(e.value) and '\n' not in str(e.value)
   assert '--workdir=' in str(e.value)

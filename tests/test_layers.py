@@ -1,125 +1,14 @@
-"""Tests for capsjax.layers: the fast PrimaryCaps convolution and the layers."""
+"""Tests for capsjax.layers: PrimaryCaps, Capsules, predictions, Decoder."""
 import functools
 
 import jax
-from jax import test_util as jtu
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
+from capsjax import conv
 from capsjax import layers
 from capsjax import ops
 from capsjax import routing
-
-# (input shape, kernel size, stride): the paper's PrimaryCaps geometry shrunk in
-# channels, odd sizes where the stride leaves rows unused, stride 1 and 3.
-CONV_CASES = [
-    ((2, 20, 20, 6), 9, 2),
-    ((3, 17, 15, 5), 3, 2),
-    ((2, 12, 13, 4), 5, 3),
-    ((2, 9, 9, 3), 9, 2),
-    ((2, 10, 11, 3), 4, 1),
-]
-
-
-def _inputs(shape, kernel_size, out_channels=7, dtype=jnp.float32):
-  kx, kw = jax.random.split(jax.random.key(sum(shape) + kernel_size))
-  x = jax.random.normal(kx, shape, dtype)
-  w = jax.random.normal(kw, (kernel_size, kernel_size, shape[-1],
-                             out_channels), dtype)
-  return x, w
-
-
-@pytest.mark.parametrize('shape,kernel_size,stride', CONV_CASES)
-def test_sliced_conv_equals_xla_conv_forward_and_gradient(shape, kernel_size,
-                                                          stride):
-  with jax.enable_x64(True):
-    x, w = _inputs(shape, kernel_size, dtype=jnp.float64)
-    np.testing.assert_allclose(layers.sliced_conv(x, w, stride),
-                               layers.xla_conv(x, w, stride), rtol=1e-12,
-                               atol=1e-10)
-    # A non-linear loss gives a cotangent that differs at every output.
-    def grads(conv):
-      loss = lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride)))
-      return jax.grad(loss, argnums=(0, 1))(x, w)
-
-    (dx, dw), (dx_ref, dw_ref) = grads(layers.sliced_conv), grads(
-        layers.xla_conv)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
-
-
-def test_sliced_conv_custom_vjp_matches_numerical_gradient():
-  with jax.enable_x64(True):
-    x, w = _inputs((2, 11, 10, 3), 4, out_channels=2, dtype=jnp.float64)
-    jtu.check_grads(functools.partial(layers.sliced_conv, stride=2), (x, w),
-                    order=1, modes=['rev'])
-
-
-def test_sliced_conv_paper_primarycaps_size():
-  # The real PrimaryCaps: 256 channels in, 32 x 8 out, on a 20x20 Conv1 map.
-  x, w = _inputs((2, 20, 20, 256), 9, out_channels=256)
-  x = jax.nn.relu(x)
-  w = w * 0.01
-  cotangent = jax.random.normal(jax.random.key(3), (2, 6, 6, 256))
-
-  def vjp(conv):
-    y, pullback = jax.vjp(functools.partial(conv, stride=2), x, w)
-    return (y,) + pullback(cotangent)
-
-  for got, want in zip(jax.jit(functools.partial(vjp, layers.sliced_conv))(),
-                       jax.jit(functools.partial(vjp, layers.xla_conv))()):
-    scale = float(jnp.max(jnp.abs(want)))
-    np.testing.assert_allclose(got, want, atol=2e-5 * scale, rtol=0)
-
-
-@pytest.mark.parametrize('shape,kernel_size,stride', CONV_CASES[:3])
-def test_sliced_conv_bfloat16_inputs_float32_accumulation(shape, kernel_size,
-                                                          stride):
-  x, w = _inputs(shape, kernel_size)
-  cotangent = jax.random.normal(jax.random.key(4), layers.xla_conv(
-      x, w, stride).shape)
-
-  def vjp(conv, compute_dtype, x, w, cotangent):
-    y, pullback = jax.vjp(
-        lambda x, w: conv(x, w, stride, compute_dtype), x, w)
-    return (y,) + pullback(cotangent)
-
-  got = vjp(layers.sliced_conv, jnp.bfloat16, x, w, cotangent)
-  assert all(g.dtype == jnp.float32 for g in got)
-  # Without differentiation (evaluation) the primal runs: the same values.
-  np.testing.assert_array_equal(
-      layers.sliced_conv(x, w, stride, jnp.bfloat16), got[0])
-  # The matmuls see bfloat16-rounded x, W and dy, and sum in float32: only the
-  # summation order differs from exact sums of the rounded values.
-  with jax.enable_x64(True):
-    rounded = lambda a: np.asarray(a.astype(jnp.bfloat16), np.float64)
-    want = [np.asarray(a) for a in vjp(layers.xla_conv, None, rounded(x),
-                                       rounded(w), rounded(cotangent))]
-  for g, ref in zip(got, want):
-    np.testing.assert_allclose(g, ref, rtol=0,
-                               atol=1e-5 * np.max(np.abs(ref)))
-  # Against float32: within bfloat16's 8-bit mantissa, and not float32 exactly.
-  for g, ref in zip(got, vjp(layers.sliced_conv, None, x, w, cotangent)):
-    scale = float(jnp.max(jnp.abs(ref)))
-    np.testing.assert_allclose(g, ref, rtol=0, atol=2e-2 * scale)
-    assert float(jnp.max(jnp.abs(g - ref))) > 1e-6 * scale
-
-
-def test_resolve_compute_dtype():
-  assert layers.resolve_compute_dtype('float32') is None
-  assert layers.resolve_compute_dtype('bfloat16') == jnp.bfloat16
-  with pytest.raises(ValueError, match='compute_dtype must be one of'):
-    layers.resolve_compute_dtype('float16')
-
-
-def test_resolve_conv_impl():
-  assert layers.resolve_conv_impl('xla') == 'xla'
-  assert layers.resolve_conv_impl('slices') == 'slices'
-  want = 'slices' if jax.default_backend() == 'cpu' else 'xla'
-  assert layers.resolve_conv_impl('auto') == want
-  with pytest.raises(ValueError, match='conv_impl must be one of'):
-    layers.resolve_conv_impl('fft')
 
 
 def test_primary_caps_groups_channels_into_capsules():
@@ -131,7 +20,7 @@ def test_primary_caps_groups_channels_into_capsules():
   caps = module.apply(params, x)
   assert caps.shape == (2, 5 * 5 * 3, 4)  # (14 - 5) // 2 + 1 = 5
   p = params['params']
-  y = layers.xla_conv(x, p['kernel'], 2) + p['bias']  # [2, 5, 5, 12]
+  y = conv.xla_conv(x, p['kernel'], 2) + p['bias']  # [2, 5, 5, 12]
   # Capsule (row 4, col 2, type 1) is channels 4:8 at that grid position.
   index = (4 * 5 + 2) * 3 + 1
   np.testing.assert_allclose(caps[:, index], ops.squash(y[:, 4, 2, 4:8]),

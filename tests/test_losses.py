@@ -1,6 +1,9 @@
 """Tests for capsjax.losses against loop transcriptions of the paper."""
+import collections
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -91,3 +94,30 @@ def test_accepts_python_lists():
   got = losses.margin_loss([[0.95, 0.05], [0.5, 0.5]], [0, 1])
   np.testing.assert_allclose(got, [0.0, 0.5 * 0.4**2 + 0.4**2], rtol=1e-5)
   np.testing.assert_allclose(losses.reconstruction_loss([[1.0, 2.0]], [[0.0, 0.0]]), [5.0])
+
+
+# What an objective reads of a model's outputs.
+Outputs = collections.namedtuple('Outputs', 'scores reconstructions')
+
+
+def test_margin_objective_reads_each_constant_from_the_config():
+  # Lengths on both sides of both margins, constants far from the defaults:
+  # any two of them swapped, or a default used instead, changes the loss.
+  lengths = jnp.array([[0.05, 0.3, 0.6, 0.95], [0.5, 0.15, 0.8, 0.2]])
+  labels = jnp.array([2, 1])
+  images = jnp.full((2, 2, 2, 1), 0.5)
+  recons = jnp.zeros((2, 2, 2, 1))
+  config = ml_collections.ConfigDict({'m_plus': 0.7, 'm_minus': 0.2,
+                                      'lambda_': 0.3,
+                                      'reconstruction_weight': 0.01})
+  outputs = Outputs(scores=lengths, reconstructions=recons)
+  got = losses.margin_objective(outputs, {'label': labels, 'image': images},
+                                config)
+  t = np.eye(4)[np.asarray(labels)]
+  length = np.asarray(lengths)
+  margin = np.sum(t * np.maximum(0, 0.7 - length) ** 2 + 0.3 * (1 - t) *
+                  np.maximum(0, length - 0.2) ** 2, axis=-1)
+  np.testing.assert_allclose(got['margin_loss'], margin, rtol=1e-6)
+  np.testing.assert_allclose(got['reconstruction_loss'], [1.0, 1.0],
+                             rtol=1e-6)
+  np.testing.assert_allclose(got['loss'], margin + 0.01, rtol=1e-6)

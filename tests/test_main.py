@@ -1,18 +1,18 @@
 """The command line, as a user runs it: `python -m capsjax.main ...`."""
 import json
 import os
-import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from capsjax import checkpoints
-from capsjax import main
+from capsjax import cli
+from capsjax import errors
 from capsjax import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_config
+from conftest import SMALL_MODEL
+from conftest import ROOT
 
 
 def run_main(*args, timeout=600):
@@ -76,10 +76,13 @@ def test_workdir_is_required():
 
 
 def quickstart(**overrides):
-  config = runpy.run_path(os.path.join(ROOT, 'configs', 'quickstart.py'))[
-      'get_config']()
-  config.update_from_flattened_dict(overrides)
-  return config
+  return load_config('quickstart', **overrides)
+
+
+def run(config, workdir):
+  """What `capsjax.main.main` does after parsing the flags."""
+  with cli.user_errors_exit():
+    train.train_and_evaluate(config, workdir)
 
 
 def write_idx(directory, image_shape=(28, 28), skip=(), bad_magic=()):
@@ -134,11 +137,11 @@ BAD_INPUTS = {  # case: (config maker, fragment of the one-line message)
     'routing iterations < 1': (
         lambda tmp: quickstart(**{'model.routing_iters': 0}),
         'config.model.routing_iters must be an int >= 1, got 0; set '
-        '--config.model.routing_iters=3.'),
+        '--config.model.routing_iters='),
     'batch size < 1': (
         lambda tmp: quickstart(batch_size=0),
         'config.batch_size must be an int >= 1, got 0; set '
-        '--config.batch_size=N.'),
+        '--config.batch_size='),
 }
 
 
@@ -147,7 +150,7 @@ def test_bad_input_is_one_line_and_exit_status_1(tmp_path, case):
   make_config, fragment = BAD_INPUTS[case]
   workdir = tmp_path / 'run'
   with pytest.raises(SystemExit) as e:
-    main.run(make_config(tmp_path), str(workdir))
+    run(make_config(tmp_path), str(workdir))
   # sys.exit(str) prints the string to stderr and exits with status 1.
   message = e.value.code
   assert isinstance(message, str), message
@@ -160,7 +163,7 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
   with pytest.raises(SystemExit) as e:
-    main.run(quickstart(), str(blocker / 'run'))
+    run(quickstart(), str(blocker / 'run'))
   message = e.value.code
   assert isinstance(message, str) and '\n' not in message, message
   assert message.startswith(f'error: cannot write to workdir {blocker}/run')
@@ -168,9 +171,9 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize('error', [
-    train.NonFiniteError('training stopped at step 5: loss = nan (not '
+    errors.NonFiniteError('training stopped at step 5: loss = nan (not '
                          'finite); ...'),
-    checkpoints.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
+    errors.CheckpointCorruptError('no checkpoint in /w/checkpoints reads '
                                        'back intact (...); ...'),
 ])
 def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
@@ -182,7 +185,7 @@ def test_errors_raised_during_training_are_one_line(tmp_path, monkeypatch,
 
   monkeypatch.setattr(train, 'train_and_evaluate', train_and_evaluate)
   with pytest.raises(SystemExit) as e:
-    main.run(quickstart(), str(tmp_path))
+    run(quickstart(), str(tmp_path))
   assert e.value.code == f'error: {error}'
 
 
@@ -206,3 +209,49 @@ def test_distributed_flags_without_a_cluster_are_one_line_errors(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(expected), (
         result.stderr)
     assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+# ----------------------------------------------- no TensorFlow on the way --
+
+# Runs capsjax.main in-process, then reports which TensorFlow modules the
+# run imported and its exit status.
+IN_PROCESS = r'''
+import json
+import sys
+
+from absl import app
+from capsjax import cli
+from capsjax import main
+
+try:
+  app.run(main.main, argv=['capsjax.main', *sys.argv[1:]],
+          flags_parser=cli.parse_flags)
+  code = 0
+except SystemExit as e:  # app.run exits, with None on success.
+  code = 0 if e.code is None else e.code
+print(json.dumps({'exit': code, 'tensorflow': sorted(
+    name for name in sys.modules if name.startswith('tensorflow'))}))
+'''
+
+
+def test_a_quickstart_run_never_imports_tensorflow(tmp_path):
+  overrides = {**SMALL_MODEL, 'num_train_steps': 2, 'batch_size': 8,
+               'eval_batch_size': 20, 'log_every_steps': 1,
+               'eval_every_steps': 2, 'checkpoint_every_steps': 2,
+               'dataset.holdout_per_class': 2, 'model.conv_impl': 'xla'}
+  result = subprocess.run(
+      [sys.executable, '-c', IN_PROCESS, '--config=configs/quickstart.py',
+       f'--workdir={tmp_path}',
+       *(f'--config.{k}={v}' for k, v in overrides.items())],
+      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report['exit'] == 0, result.stderr[-3000:]
+  assert report['tensorflow'] == []
+  with open(tmp_path / 'summary.json') as f:
+    assert json.load(f)['steps'] == 2
+  # TensorBoard files all the same, without TensorFlow.
+  for split in ('train', 'test'):
+    events = os.listdir(tmp_path / 'tensorboard' / split)
+    assert any(name.startswith('events.out.tfevents') for name in events)

@@ -4,8 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from capsjax import errors
 from capsjax import layers
+from capsjax import losses
 from capsjax import models
+from conftest import small_config
 
 SMALL = dict(conv1_channels=8, primary_types=2, primary_dim=4, digit_dim=6,
              decoder_hidden=(16, 32))
@@ -74,7 +77,7 @@ def test_reconstruction_masked_by_label_or_by_prediction():
 
 def test_input_too_small_shows_the_arithmetic():
   model = _model(input_shape=(16, 28, 1))
-  with pytest.raises(models.InputShapeError) as e:
+  with pytest.raises(errors.InputShapeError) as e:
     model.init(jax.random.key(0), jnp.zeros((1, 16, 28, 1)))
   message = str(e.value)
   assert '\n' not in message
@@ -85,10 +88,10 @@ def test_input_too_small_shows_the_arithmetic():
 def test_images_of_the_wrong_shape():
   model = _model()
   images, params = _init(model)
-  with pytest.raises(models.InputShapeError, match=r'\(2, 32, 32, 1\).*'
+  with pytest.raises(errors.InputShapeError, match=r'\(2, 32, 32, 1\).*'
                      r'\[B, 28, 28, 1\].*input_shape=\(32, 32, 1\)'):
     model.apply(params, jnp.zeros((2, 32, 32, 1)))
-  with pytest.raises(models.InputShapeError, match='images have shape'):
+  with pytest.raises(errors.InputShapeError, match='images have shape'):
     model.apply(params, jnp.zeros((28, 28, 1)))
 
 
@@ -105,3 +108,27 @@ def test_jit_and_grad():
   grads = jax.grad(loss)(params)
   norms = jax.tree.map(lambda g: float(jnp.linalg.norm(g)), grads)
   assert all(np.isfinite(n) and n > 0 for n in jax.tree.leaves(norms)), norms
+
+
+def test_create_model_builds_the_named_model_from_the_config():
+  config = small_config('quickstart', **{'model.routing_iters': 2})
+  model = models.create_model(config.model, (28, 28, 1), 7)
+  assert isinstance(model, models.CapsNet)
+  assert (model.input_shape, model.num_classes) == ((28, 28, 1), 7)
+  assert (model.routing_iters, model.conv1_channels, model.digit_dim) == (
+      2, 8, 6)
+  assert models.spec(config.model).objective is losses.margin_objective
+
+
+def test_unknown_model_name_lists_the_registry():
+  config = small_config('quickstart', **{'model.name': 'resnet'})
+  with pytest.raises(errors.ConfigError) as e:
+    models.create_model(config.model, (28, 28, 1), 10)
+  assert "unknown model 'resnet'" in str(e.value)
+  assert '--config.model.name to one of capsnet' in str(e.value)
+
+
+def test_scores_are_the_capsule_lengths():
+  lengths = jnp.arange(6.0).reshape(2, 3)
+  out = models.CapsNetOutput(jnp.zeros((2, 3, 4)), lengths, None, None)
+  assert out.scores is lengths

@@ -8,7 +8,6 @@ two-host test starts two `multihost_worker.py` processes that connect with
 """
 import json
 import os
-import runpy
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,8 @@ import numpy as np
 import pytest
 
 from capsjax import checkpoints
+from capsjax import datasets
+from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import parallel
 from capsjax import train
@@ -26,7 +27,8 @@ import multihost_worker
 from test_train import NUM_MOCK
 from test_train import read_jsonl
 from test_train import run
-from test_train import small_config
+from conftest import load_config
+from conftest import small_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUM_DEVICES = 4
@@ -54,7 +56,7 @@ def labelled_split(num_examples, size=6):
   labels = np.arange(num_examples, dtype=np.int32)
   images = np.broadcast_to(labels[:, None, None, None] % 256,
                            (num_examples, size, size, 1)).astype(np.uint8)
-  return input_pipeline.Split(images=images, labels=labels)
+  return datasets.Split(images=images, labels=labels)
 
 
 # ------------------------------------------------ per-process rows (numpy) --
@@ -115,18 +117,17 @@ def test_process_eval_rows_count_every_example_once(num_examples):
 ])
 def test_process_arguments_errors(kwargs, fragment):
   split = labelled_split(20)
-  with pytest.raises(input_pipeline.DataError, match=fragment) as e:
+  with pytest.raises(errors.DataError, match=fragment) as e:
     input_pipeline.train_batch(split, 0, batch_size=8, seed=0, max_shift=0,
                                **kwargs)
   assert '\n' not in str(e.value)
-  with pytest.raises(input_pipeline.DataError, match=fragment):
+  with pytest.raises(errors.DataError, match=fragment):
     input_pipeline.eval_batches(split, 8, **kwargs)
 
 
 @pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'quickstart'])
 def test_shipped_configs_split_over_up_to_8_devices(name):
-  config = runpy.run_path(os.path.join(HERE, '..', 'configs',
-                                       f'{name}.py'))['get_config']()
+  config = load_config(name)
   # A multiple of 8 splits over 1, 2, 4 and 8 devices.
   assert config.batch_size % 8 == 0
   assert config.eval_batch_size % 8 == 0
@@ -151,13 +152,13 @@ def test_two_hosts_build_the_single_host_batches(tmp_path):
        str(port), str(tmp_path)], env=env, cwd=HERE, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
   try:
-    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    stderrs = [worker.communicate(timeout=300)[1] for worker in workers]
   finally:
     for worker in workers:
       if worker.poll() is None:
         worker.kill()
         worker.wait()
-  for worker, stderr in zip(workers, errors):
+  for worker, stderr in zip(workers, stderrs):
     assert worker.returncode == 0, stderr[-3000:]
   with open(tmp_path / 'multihost.json') as f:
     out = json.load(f)
@@ -219,7 +220,7 @@ def four_device_phases(tmp):
     try:
       run(parallel_config(**{field: value}), tmp / 'refused')
       out[field] = None
-    except train.ConfigError as e:
+    except errors.ConfigError as e:
       out[field] = str(e)
   return out
 

@@ -7,33 +7,18 @@ import os
 import jax
 import numpy as np
 import pytest
-import runpy
 import tensorflow_datasets as tfds
 
 from capsjax import checkpoints
+from capsjax import datasets
+from capsjax import errors
 from capsjax import input_pipeline
+from capsjax import losses
+from capsjax import models
 from capsjax import train
+from conftest import small_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_MOCK = 40  # examples per split; 40 test examples = 2 full + 1 partial batch
-
-
-def small_config(**overrides):
-  config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
-      'get_config']()
-  config.batch_size = 8
-  config.eval_batch_size = 16
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.eval_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.model.conv1_channels = 8
-  config.model.primary_types = 2
-  config.model.primary_dim = 4
-  config.model.digit_dim = 6
-  config.model.decoder_hidden = (16, 32)
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def run(config, workdir):
@@ -110,12 +95,13 @@ def test_restore_returns_the_saved_state_and_finished_runs_are_kept(tmp_path):
   restored, meta = ckpt.restore(4, state)
   ckpt.close()
   params_close(restored.params, state.params)
-  assert meta['step'] == 4 and meta['seed'] == 0 and meta['batch_size'] == 8
+  assert meta['seed'] == 0 and meta['batch_size'] == 8
+  assert meta['model']['conv1_channels'] == 8
 
 
 def test_shape_changing_override_is_refused(tmp_path):
   run(small_config(num_train_steps=2), tmp_path)
-  with pytest.raises(checkpoints.CheckpointMismatchError) as e:
+  with pytest.raises(errors.CheckpointMismatchError) as e:
     run(small_config(num_train_steps=4, **{'model.digit_dim': 5}), tmp_path)
   message = str(e.value)
   assert '\n' not in message
@@ -131,37 +117,49 @@ def test_shape_changing_override_is_refused(tmp_path):
                                          ('num_train_steps', -1),
                                          ('model.routing_iters', 0)])
 def test_bad_config_values(tmp_path, field, value):
-  with pytest.raises(train.ConfigError, match=f'config.{field} must be an int'):
+  with pytest.raises(errors.ConfigError, match=f'config.{field} must be an int'):
     run(small_config(**{field: value}), tmp_path)
 
 
 @pytest.mark.parametrize('field,value', [('model.conv_impl', 'fft'),
                                          ('model.compute_dtype', 'float16')])
 def test_bad_config_choices(tmp_path, field, value):
-  with pytest.raises(train.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=f'config.{field} must be one of .*, got {value!r}'):
     run(small_config(**{field: value}), tmp_path)
 
 
 @pytest.mark.parametrize('value', [-1, 3])
 def test_bad_microbatch_size(tmp_path, value):
-  with pytest.raises(train.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match='config.microbatch_size must be 0 .* divides'):
     run(small_config(microbatch_size=value), tmp_path)
 
 
+# For 12x12 images: 3x3 kernels and XLA's convolution compile in seconds.
+TINY = {'model.conv1_kernel': 3, 'model.primary_kernel': 3,
+        'model.conv_impl': 'xla'}
+
+
+def small_state(config, image_shape=(28, 28, 1)):
+  model = models.create_model(config.model, image_shape, 10)
+  return model, train.create_train_state(config, model, jax.random.key(0))
+
+
+def random_batch(size=8, seed=0, height=28):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.random((size, height, height, 1), np.float32),
+          'label': rng.integers(0, 10, size).astype(np.int32)}
+
+
 def test_microbatches_give_the_same_step():
   config = small_config()
-  stub = input_pipeline.Split(np.zeros((1, 28, 28, 1), np.uint8),
-                              np.zeros((1,), np.int32))
-  dataset = input_pipeline.Dataset('random', stub, stub, num_classes=10)
-  model = train.create_model(config.model, dataset)
-  state = train.create_train_state(config, model, jax.random.key(0))
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.random((8, 28, 28, 1), np.float32),
-           'label': rng.integers(0, 10, 8).astype(np.int32)}
+  _, state = small_state(config)
+  batch = random_batch()
+  objective = models.spec(config.model).objective
   steps = {n: jax.jit(functools.partial(
-      train.train_step, loss_config=config.loss, num_microbatches=n))
+      train.train_step, rng=jax.random.key(1), objective=objective,
+      loss_config=config.loss, num_microbatches=n))
            for n in (1, 2, 4)}
   want_state, want = steps[1](state, batch)
   for n in (2, 4):
@@ -172,10 +170,69 @@ def test_microbatches_give_the_same_step():
     params_close(got_state.params, want_state.params)
 
 
+def test_learning_rate_schedule_decays_in_steps():
+  config = small_config(learning_rate=0.01, lr_decay_rate=0.5,
+                        lr_decay_steps=3)
+  schedule = train.learning_rate_schedule(config)
+  got = [float(schedule(step)) for step in range(8)]
+  np.testing.assert_allclose(got, [0.01] * 3 + [0.005] * 3 + [0.0025] * 2,
+                             rtol=1e-6)
+
+
+def test_train_state_steps_with_the_decayed_rate():
+  # With a constant gradient every Adam update is the learning rate times
+  # g / (|g| + eps), about the rate itself: the step sizes show the schedule.
+  config = small_config(learning_rate=0.01, lr_decay_rate=0.5,
+                        lr_decay_steps=2, **TINY)
+  _, state = small_state(config, image_shape=(12, 12, 1))
+  ones = jax.tree.map(np.ones_like, state.params)
+  kernel = lambda s: np.asarray(s.params['conv1']['kernel'])
+  apply_gradients = jax.jit(lambda s: s.apply_gradients(grads=ones))
+  sizes = []
+  for _ in range(5):
+    before = kernel(state)
+    state = apply_gradients(state)
+    sizes.append(float(np.mean(before - kernel(state))))
+  np.testing.assert_allclose(sizes, [0.01, 0.01, 0.005, 0.005, 0.0025],
+                             rtol=1e-3)
+
+
+def test_train_and_eval_steps_use_the_configured_loss_constants():
+  # Constants far from the defaults, and m_plus != 1 - m_minus, so a step
+  # that ignored them or swapped two of them would give another loss.
+  constants = {'loss.m_plus': 0.7, 'loss.m_minus': 0.25, 'loss.lambda_': 0.3,
+               'loss.reconstruction_weight': 0.01}
+  config = small_config(**constants, **TINY)
+  model, state = small_state(config, image_shape=(12, 12, 1))
+  batch = random_batch(height=12)
+  objective = models.spec(config.model).objective
+  _, metrics = jax.jit(functools.partial(
+      train.train_step, objective=objective, loss_config=config.loss))(
+          state, batch, jax.random.key(1))
+  apply = jax.jit(model.apply)
+  outputs = apply({'params': state.params}, batch['image'], batch['label'],
+                  train=True)
+  margin = losses.margin_loss(outputs.scores, batch['label'], m_plus=0.7,
+                              m_minus=0.25, lambda_=0.3)
+  recon = losses.reconstruction_loss(outputs.reconstructions, batch['image'])
+  assert float(metrics['margin_loss']) == pytest.approx(
+      float(np.mean(margin)), rel=1e-5)
+  assert float(metrics['loss']) == pytest.approx(
+      float(np.mean(margin + 0.01 * recon)), rel=1e-5)
+  sums = jax.jit(functools.partial(
+      train.eval_step, objective=objective, loss_config=config.loss))(
+          state, dict(batch, mask=np.ones(8, np.float32)))
+  test_outputs = apply({'params': state.params}, batch['image'])
+  test_margin = losses.margin_loss(test_outputs.scores, batch['label'],
+                                   m_plus=0.7, m_minus=0.25, lambda_=0.3)
+  assert float(sums['margin_loss']) == pytest.approx(
+      float(np.sum(test_margin)), rel=1e-5)
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
-  with pytest.raises(train.ConfigError, match='cannot write to workdir'):
+  with pytest.raises(errors.ConfigError, match='cannot write to workdir'):
     run(small_config(), blocker / 'run')
 
 
@@ -195,7 +252,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
     return batch
 
   monkeypatch.setattr(input_pipeline, 'train_batch', poisoned_batch)
-  with pytest.raises(train.NonFiniteError) as e:
+  with pytest.raises(errors.NonFiniteError) as e:
     run(config, tmp_path)
   message = str(e.value)
   assert '\n' not in message
@@ -241,15 +298,13 @@ def test_evaluate_counts_every_example_once(tmp_path):
   config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3,
                            'model.conv_impl': 'xla'})
   rng = np.random.default_rng(0)
-  split = input_pipeline.Split(
+  split = datasets.Split(
       images=rng.integers(0, 256, (13, 12, 12, 1)).astype(np.uint8),
       labels=rng.integers(0, 10, 13).astype(np.int32))
-  dataset = input_pipeline.Dataset(name='random', train=split, test=split,
-                                   num_classes=10)
-  model = train.create_model(config.model, dataset)
-  state = train.create_train_state(config, model, jax.random.key(0))
-  eval_step_fn = jax.jit(functools.partial(train.eval_step,
-                                           loss_config=config.loss))
+  model, state = small_state(config, image_shape=(12, 12, 1))
+  objective = models.spec(config.model).objective
+  eval_step_fn = jax.jit(functools.partial(
+      train.eval_step, objective=objective, loss_config=config.loss))
   metrics = train.evaluate(eval_step_fn, state, split, batch_size=5)
   assert metrics['num_examples'] == 13
 
@@ -257,8 +312,8 @@ def test_evaluate_counts_every_example_once(tmp_path):
   batch = {'image': split.images.astype(np.float32) / 255,
            'label': split.labels}
   outputs = jax.jit(model.apply)({'params': state.params}, batch['image'])
-  direct = jax.tree.map(lambda x: float(np.mean(x)), train._per_example_losses(
-      outputs, batch, config.loss))
+  direct = jax.tree.map(lambda x: float(np.mean(x)), train.per_example_metrics(
+      objective, outputs, batch, config.loss, state.step))
   assert 0 < direct['accuracy'] < 1  # so a miscounted example would show
   for key, value in direct.items():
     assert metrics[key] == pytest.approx(value, rel=1e-5), key
