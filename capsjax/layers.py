@@ -167,7 +167,7 @@ class MatrixPrimaryCaps(nn.Module):
 
 def _em_route(votes, activations, beta_u, beta_a, num_iters,
               inverse_temperature, return_couplings):
-  """`routing.em_routing` over every leading axis of `[..., n_in, n_out, 16]`."""
+  """`routing.em_routing` over the leading axes of `[..., n_in, n_out, 16]`."""
   lead = votes.shape[:-3]
   fn = functools.partial(
       routing.em_routing, num_iters=num_iters,
