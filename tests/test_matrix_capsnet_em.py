@@ -1,4 +1,5 @@
 """Matrix capsules with EM routing: spread loss, model, smallNORB pipeline."""
+import importlib.util
 import json
 import os
 import types
@@ -16,7 +17,16 @@ from capsjax import losses
 from capsjax import models
 from capsjax import train
 from capsjax import validation
+from conftest import ROOT
 from conftest import load_config
+
+
+def _visualize_script():
+  spec = importlib.util.spec_from_file_location(
+      'visualize', os.path.join(ROOT, 'experiments', 'visualize.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 # The paper's A=B=C=D=32 network on 32x32x1 images with 5 classes, counted
 # by hand: conv1 5*5*1*32+32 = 832; primary 1x1 (32*512+512) + (32*32+32)
@@ -99,14 +109,17 @@ def test_tiny_forward_is_finite_and_per_example():
   config = load_config('smallnorb_em', **TINY_EM)
   model = models.create_model(config.model, (20, 20, 1), 5)
   images = jax.random.normal(jax.random.key(1), (3, 20, 20, 1))
-  variables = model.init(jax.random.key(0), images[:1])
-  out = model.apply(variables, images, return_couplings=True)
+  variables = jax.jit(model.init)(jax.random.key(0), images[:1])
+  apply = jax.jit(model.apply, static_argnames='return_couplings')
+  out = apply(variables, images, return_couplings=True)
   assert out.scores.shape == (3, 5)
   assert np.all(np.isfinite(out.scores)) and np.all(out.scores > 0)
   assert np.all((out.scores >= 0) & (out.scores <= 1))
   np.testing.assert_allclose(out.couplings.sum(-1), 1.0, atol=1e-5)
-  single = model.apply(variables, images[1:2])
-  np.testing.assert_allclose(single.scores[0], out.scores[1], atol=1e-6)
+  # Changing example 0 leaves the others' scores unchanged.
+  other = apply(variables, images.at[0].multiply(-2.0), return_couplings=True)
+  np.testing.assert_array_equal(other.scores[1:], out.scores[1:])
+  assert not np.allclose(other.scores[0], out.scores[0])
   # Gradients of the objective are finite, even for an all-zero image.
   batch = {'label': jnp.array([0, 1, 2]),
            'image': images.at[0].set(0.0)}
@@ -115,7 +128,7 @@ def test_tiny_forward_is_finite_and_per_example():
     outputs = model.apply({'params': params}, batch['image'])
     return jnp.mean(losses.spread_objective(outputs, batch, config.loss,
                                             0)['loss'])
-  grads = jax.grad(loss)(variables['params'])
+  grads = jax.jit(jax.grad(loss))(variables['params'])
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -227,10 +240,18 @@ def test_crop_larger_than_images_is_a_config_error():
 # -------------------------------------------------------------- end to end --
 
 
-def test_smallnorb_em_config_trains_on_mock_data(tmp_path):
+def test_smallnorb_em_config_trains_on_mock_data_and_draws_figures(tmp_path):
   config = load_config('smallnorb_em', **TINY_EM)
   with tfds.testing.mock_data(num_examples=16):
     state, summary = train.train_and_evaluate(config, str(tmp_path))
+    paths = _visualize_script().visualize(str(tmp_path),
+                                          str(tmp_path / 'figures'))
+  assert sorted(paths) == ['confusion_matrix', 'em_activations',
+                           'em_assignments']
+  for path in paths.values():
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert int(state.step) == 3
   assert summary['steps'] == 3
   assert np.isfinite(summary['test_loss'])
   assert 0.0 <= summary['test_accuracy'] <= 1.0
