@@ -1,5 +1,7 @@
 """Tests of routing.em_routing (Procedure 1 of Hinton, Sabour & Frosst 2018)."""
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +154,26 @@ def test_bad_arguments():
     routing.em_routing(votes, acts[:3], 0., 0., 3)
   with pytest.raises(ValueError, match='num_iters'):
     routing.em_routing(votes, acts, 0., 0., 0)
+
+
+def test_matches_yl1993_pytorch_reimplementation_fixture():
+  # Numbers recorded from yl-1993/Matrix-Capsules-EM-PyTorch; how is in the
+  # fixture's 'how'. With all input activations 1 and their constant lambda
+  # their routing is Procedure 1 as here (with other activations it is not:
+  # it renormalises R a_i over outputs, cancelling a_i).
+  path = os.path.join(os.path.dirname(__file__), 'fixtures',
+                      'em_routing_yl1993.json')
+  with open(path) as f:
+    fixture = json.load(f)
+  rng = np.random.default_rng(fixture['seed'])
+  votes = rng.normal(size=(1, fixture['num_in'], fixture['num_out'], 16)
+                     ).astype(np.float32)[0]
+  beta_u = (0.1 * rng.normal(size=fixture['num_out'])).astype(np.float32)
+  beta_a = rng.normal(size=fixture['num_out']).astype(np.float32)
+  mu, a = routing.em_routing(
+      votes, np.ones(fixture['num_in'], np.float32), beta_u, beta_a,
+      fixture['iters'],
+      inverse_temperatures=(fixture['inverse_temperature'],) * 3,
+      eps=fixture['eps'])
+  np.testing.assert_allclose(mu, fixture['poses'], atol=2e-6)
+  np.testing.assert_allclose(a, fixture['activations'], atol=2e-7)
