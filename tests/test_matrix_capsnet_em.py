@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
+from capsjax import layers
 from capsjax import losses
 from capsjax import models
 from capsjax import train
@@ -182,6 +183,13 @@ def test_train_crops_jitter_and_standardise_are_pure_and_in_range():
     assert found
     offsets.add(found[0])
   assert len(offsets) > 1  # random, not always the same window
+  # ... and drawn anew at every step: one image, eight steps, several crops.
+  single = _split(n=1)
+  crops = {input_pipeline.train_batch(single, s, batch_size=1, seed=3,
+                                      max_shift=0, crop_size=6)[
+                                          'image'].tobytes()
+           for s in range(8)}
+  assert len(crops) > 1
 
 
 def test_two_processes_concatenate_to_one_with_preprocessing():
@@ -260,3 +268,24 @@ def test_smallnorb_em_config_trains_on_mock_data_and_draws_figures(tmp_path):
   assert summary['num_params'] == _param_count(model, (32, 32, 1))
   with open(os.path.join(tmp_path, 'config.json')) as f:
     assert json.load(f)['model']['name'] == 'matrix_capsnet_em'
+
+
+def test_class_caps_coordinate_addition():
+  # With W = 0 the votes are the scaled coordinates alone, added to pose
+  # entries [0, 3] (row) and [1, 3] (column); with equal activations every
+  # position weighs the same, so the means are the mean coordinates.
+  layer = layers.ClassCaps(num_classes=2, routing_iters=1)
+  poses = jnp.ones((1, 3, 4, 2, 4, 4))
+  acts = jnp.full((1, 3, 4, 2), 0.5)
+  variables = layer.init(jax.random.key(0), poses, acts)
+  variables = jax.tree.map(jnp.zeros_like, variables)
+  out_poses, _ = layer.apply(variables, poses, acts)
+  expected = np.zeros((1, 2, 4, 4), np.float32)
+  expected[:, :, 0, 3] = np.mean((np.arange(3) + 0.5) / 3)
+  expected[:, :, 1, 3] = np.mean((np.arange(4) + 0.5) / 4)
+  np.testing.assert_allclose(out_poses, expected, atol=1e-6)
+  # One position alone: its own coordinates (row 2 of 3, column 0 of 4).
+  only = jnp.zeros((1, 3, 4, 2)).at[0, 2, 0].set(1.0)
+  out_poses, _ = layer.apply(variables, poses, only)
+  np.testing.assert_allclose(out_poses[0, :, 0, 3], 2.5 / 3, atol=1e-5)
+  np.testing.assert_allclose(out_poses[0, :, 1, 3], 0.5 / 4, atol=1e-5)
