@@ -229,9 +229,12 @@ def test_smallnorb_mock_data_features_and_preprocessing():
   config = load_config('smallnorb_em')
   with tfds.testing.mock_data(num_examples=5):
     dataset = datasets.load(config.dataset)
+    config.dataset.resize = 0
+    raw = datasets.load(config.dataset)
     config.dataset.label_feature = 'label'
     with pytest.raises(errors.DataError, match='label_feature'):
       datasets.load(config.dataset)
+  assert raw.image_shape == (96, 96, 1)
   assert dataset.image_shape == (48, 48, 1)  # resized when read
   assert dataset.num_classes == 5
   assert dataset.train.images.shape == (5, 48, 48, 1)
