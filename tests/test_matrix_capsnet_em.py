@@ -148,6 +148,17 @@ def test_model_config_errors():
     models.create_model(load_config('smallnorb_em').model, (12, 12, 1), 5)
 
 
+@pytest.mark.parametrize('field, value', [
+    ('dataset.crop_size', -1), ('dataset.resize', -1),
+    ('dataset.brightness_delta', -0.1), ('dataset.contrast_delta', 1.5),
+    ('loss.spread_margin_steps', 0),
+    ('loss.spread_margin_end', 1.5)])
+def test_preprocessing_and_spread_fields_are_validated(field, value):
+  config = load_config('smallnorb_em', **{field: value})
+  with pytest.raises(errors.ConfigError, match=field.replace('.', r'\.')):
+    validation.check_config(config)
+
+
 # ------------------------------------------------------- data and pipeline --
 
 
