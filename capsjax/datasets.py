@@ -173,7 +173,8 @@ def load(config) -> Dataset:
     config: an `ml_collections.ConfigDict` (only its attributes are read)
       with `source` ('tfds' | 'idx' | 'embedded') and that source's fields:
       tfds: `name`, `data_dir` ('' = tfds default), `train_split`,
-      `test_split`; idx: `directory`; embedded: `name` ('mnist_5k') and
+      `test_split`, and optionally `image_feature`, `label_feature`, `resize`
+      (see `TFDS_FEATURE_DEFAULTS`); idx: `directory`; embedded: `name` ('mnist_5k') and
       `holdout_per_class`.
 
   Returns:
@@ -231,35 +232,40 @@ def _load_tfds(config) -> Dataset:
         f'tfds cannot build {name!r}: {_one_line(e)}; fix --config.dataset.name'
         f' (format name[/config][:version]).') from e
 
+  image_key, label_key, resize = _tfds_feature_options(config)
   features = builder.info.features
   # Checked before any download: a dataset we cannot use is not worth fetching.
-  if 'image' not in features or 'label' not in features:
+  if image_key not in features or label_key not in features:
     raise errors.DataError(
         f'tfds dataset {name!r} has features {sorted(features.keys())}, not '
-        f'\'image\' and \'label\'; choose an image classification dataset such '
-        f'as \'mnist\' or \'fashion_mnist\'.')
-  image_shape = tuple(features['image'].shape)
+        f'{image_key!r} and {label_key!r}; name its image and label features '
+        f'with --config.dataset.image_feature and '
+        f'--config.dataset.label_feature, or choose an image classification '
+        f'dataset such as \'mnist\'.')
+  image_shape = tuple(features[image_key].shape)
   if len(image_shape) != 3 or None in image_shape:
     raise errors.DataError(
         f'tfds dataset {name!r} has images of shape {image_shape}, not a fixed '
         f'(H, W, C); choose a dataset with fixed-size images such as '
         f'\'mnist\', \'fashion_mnist\' or \'cifar10\'.')
-  if np.dtype(features['image'].np_dtype) != np.uint8:
+  if np.dtype(features[image_key].np_dtype) != np.uint8:
     raise errors.DataError(
-        f'tfds dataset {name!r} has {np.dtype(features["image"].np_dtype)} '
+        f'tfds dataset {name!r} has {np.dtype(features[image_key].np_dtype)} '
         f'images, not uint8; choose a dataset with 8-bit images.')
-  num_classes = getattr(features['label'], 'num_classes', None)
+  num_classes = getattr(features[label_key], 'num_classes', None)
   if not num_classes:
     raise errors.DataError(
-        f'tfds dataset {name!r} has a \'label\' feature that is not a '
+        f'tfds dataset {name!r} has a {label_key!r} feature that is not a '
         f'ClassLabel; choose an image classification dataset.')
 
   if not builder.is_prepared():
     _download_and_prepare(builder, name)
   return Dataset(
       name=f'tfds:{name}',
-      train=_read_tfds_split(tfds, builder, name, train_split, 'train_split'),
-      test=_read_tfds_split(tfds, builder, name, test_split, 'test_split'),
+      train=_read_tfds_split(tfds, builder, name, train_split, 'train_split',
+                             image_key, label_key, resize),
+      test=_read_tfds_split(tfds, builder, name, test_split, 'test_split',
+                            image_key, label_key, resize),
       num_classes=int(num_classes))
 
 
@@ -320,8 +326,39 @@ def _check_download_hosts_reachable(builder, name: str) -> None:
       ) from e
 
 
-def _read_tfds_split(tfds, builder, name: str, split: str,
-                     field: str) -> Split:
+# The tfds fields of config.dataset a config may lack (runs recorded before
+# they existed): an image classification dataset's own names, no resizing.
+TFDS_FEATURE_DEFAULTS = {'image_feature': 'image', 'label_feature': 'label',
+                         'resize': 0}
+
+
+def _tfds_feature_options(config) -> tuple[str, str, int]:
+  """(image feature, label feature, resize) of a tfds dataset config.
+
+  smallNORB, for one, names its features 'image' (and 'image2', the other
+  camera of the stereo pair) and 'label_category'. `resize` > 0 resizes the
+  images to `resize x resize` with area averaging as they are read (the
+  matrix capsules paper downscales smallNORB's 96x96 to 48x48).
+  """
+  values = {name: getattr(config, name, default)
+            for name, default in TFDS_FEATURE_DEFAULTS.items()}
+  for name in ('image_feature', 'label_feature'):
+    if not isinstance(values[name], str) or not values[name]:
+      raise errors.DataError(
+          f'config.dataset.{name} must be a feature name, got '
+          f'{values[name]!r}; set --config.dataset.{name}='
+          f'{TFDS_FEATURE_DEFAULTS[name]}.')
+  resize = values['resize']
+  if isinstance(resize, bool) or not isinstance(resize, int) or resize < 0:
+    raise errors.DataError(
+        f'config.dataset.resize must be an int >= 0 (0 = keep the size), got '
+        f'{resize!r}; set --config.dataset.resize=0.')
+  return values['image_feature'], values['label_feature'], resize
+
+
+def _read_tfds_split(tfds, builder, name: str, split: str, field: str,
+                     image_key: str = 'image', label_key: str = 'label',
+                     resize: int = 0) -> Split:
   # `builder.info.splits` is empty when the split sizes are unknown (e.g.
   # under tfds.testing.mock_data); as_dataset then reports bad splits itself.
   if builder.info.splits:
@@ -336,7 +373,15 @@ def _read_tfds_split(tfds, builder, name: str, split: str,
   # Not `batch_size=-1`: it batches by the recorded split size, which is 0
   # under tfds.testing.mock_data, and TensorFlow then aborts the process.
   ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(lambda ex: (ex['image'], ex['label'])).batch(_TFDS_READ_CHUNK)
+  ds = ds.map(lambda ex: (ex[image_key], ex[label_key]))
+  if resize:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    def resized(image, label):
+      image = tf.image.resize(image, (resize, resize), method='area')
+      return tf.cast(tf.round(image), tf.uint8), label
+    ds = ds.map(resized)
+  ds = ds.batch(_TFDS_READ_CHUNK)
   images, labels = [], []
   for image_chunk, label_chunk in tfds.as_numpy(ds):
     images.append(image_chunk)

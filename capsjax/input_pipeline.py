@@ -78,6 +78,100 @@ def _to_float(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) / np.float32(255)
 
 
+# The fields of config.dataset that `train_batch` / `eval_batch` read beyond
+# the shifts, with the values that change nothing.
+PREPROCESS_DEFAULTS = {'crop_size': 0, 'brightness_delta': 0.0,
+                       'contrast_delta': 0.0, 'standardize': False}
+
+
+def preprocess_options(dataset_config, train: bool = True) -> dict:
+  """`train_batch`'s (or, `train=False`, `eval_batches`') preprocessing kwargs.
+
+  Read from `config.dataset`: crop_size, brightness_delta, contrast_delta,
+  standardize; a field a config lacks (e.g. a run recorded before they
+  existed) keeps its `PREPROCESS_DEFAULTS` value, which changes nothing.
+  """
+  options = {name: dataset_config.get(name, default)
+             for name, default in PREPROCESS_DEFAULTS.items()}
+  if not train:
+    del options['brightness_delta'], options['contrast_delta']
+  return options
+
+
+def output_image_shape(image_shape, crop_size: int) -> tuple[int, int, int]:
+  """`(H, W, C)` of the batches built from `image_shape` images."""
+  height, width, channels = image_shape
+  if crop_size:
+    height = width = crop_size
+  return (height, width, channels)
+
+
+def crop_images(images: np.ndarray, offsets: np.ndarray,
+                size: int) -> np.ndarray:
+  """`out[b] = images[b, y_b:y_b + size, x_b:x_b + size]`, offsets `[B, 2]`."""
+  rows = offsets[:, 0, None] + np.arange(size)[None, :]  # [B, size]
+  cols = offsets[:, 1, None] + np.arange(size)[None, :]
+  return images[np.arange(len(images))[:, None, None], rows[:, :, None],
+                cols[:, None, :]]
+
+
+def center_offsets(image_shape, size: int, batch: int) -> np.ndarray:
+  """`[batch, 2]` offsets of the central `size x size` crop."""
+  height, width = image_shape[:2]
+  return np.tile([(height - size) // 2, (width - size) // 2], (batch, 1))
+
+
+def jitter(images: np.ndarray, brightness: np.ndarray,
+           contrast: np.ndarray) -> np.ndarray:
+  """Per-image brightness shift then contrast scaling (no clipping).
+
+  `x -> (x + b - m) * c + m` with m the image's mean after the shift, as
+  tf.image.adjust_brightness then adjust_contrast (per channel).
+
+  Args:
+    images: `[B, H, W, C]` float32.
+    brightness: `[B]` added to every pixel.
+    contrast: `[B]` factors around each image's mean.
+  """
+  images = images + brightness[:, None, None, None].astype(np.float32)
+  mean = images.mean(axis=(1, 2), keepdims=True)
+  return ((images - mean) * contrast[:, None, None, None].astype(np.float32)
+          + mean).astype(np.float32)
+
+
+def standardize_images(images: np.ndarray) -> np.ndarray:
+  """Each image to zero mean and unit variance (tf's per_image_standardization).
+
+  The std is floored at `1 / sqrt(H * W * C)` so constant images stay finite.
+  """
+  mean = images.mean(axis=(1, 2, 3), keepdims=True)
+  std = images.std(axis=(1, 2, 3), keepdims=True)
+  floor = 1.0 / np.sqrt(np.prod(images.shape[1:]))
+  return ((images - mean) / np.maximum(std, floor)).astype(np.float32)
+
+
+def _check_preprocess(image_shape, crop_size, brightness_delta=0.0,
+                      contrast_delta=0.0, standardize=False):
+  height, width = image_shape[:2]
+  crop_size = _check_int(crop_size, 'crop_size', 0)
+  if crop_size > min(height, width):
+    raise DataError(
+        f'crop_size {crop_size} is larger than the {height}x{width} images; '
+        f'set --config.dataset.crop_size to at most {min(height, width)} '
+        f'(0 = no crop).')
+  for name, value, high in (('brightness_delta', brightness_delta, np.inf),
+                            ('contrast_delta', contrast_delta, 1.0)):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not 0 <= value < high):
+      raise DataError(
+          f'{name} must be a number in [0, {high}), got {value!r}; set '
+          f'--config.dataset.{name}=0 to turn it off.')
+  if not isinstance(standardize, bool):
+    raise DataError(f'standardize must be True or False, got '
+                    f'{standardize!r}; set --config.dataset.standardize=True.')
+  return crop_size
+
+
 def _check_batching(split: datasets.Split, batch_size, seed, max_shift):
   batch_size = _check_int(batch_size, 'batch_size', 1)
   if batch_size > split.num_examples:
@@ -113,18 +207,26 @@ def _process_rows(batch_size: int, process_index, process_count) -> slice:
 
 def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
                 max_shift: int, process_index: int = 0,
-                process_count: int = 1) -> dict[str, np.ndarray]:
+                process_count: int = 1, crop_size: int = 0,
+                brightness_delta: float = 0.0, contrast_delta: float = 0.0,
+                standardize: bool = False) -> dict[str, np.ndarray]:
   """This process's rows of the training batch of `step`; a pure function.
 
   Epochs are `N // batch_size` steps (the remainder of each epoch's order is
   dropped); epoch `e` visits the examples in a random order seeded by
   `(seed, e)`. Each image is then shifted by `(dy, dx)`, both uniform in
   `[-max_shift, max_shift]`, with zero fill (the paper's augmentation), drawn
-  from a generator seeded by `(seed, step)`.
+  from a generator seeded by `(seed, step)`. Then, as the matrix capsules
+  paper does for smallNORB (Sec. 4), each image can be cropped to a random
+  `crop_size` square, get a random brightness shift in `[-brightness_delta,
+  brightness_delta]` and contrast factor in `[1 - contrast_delta, 1 +
+  contrast_delta]` (`jitter`) and be standardised (`standardize_images`);
+  all drawn from generators seeded by `(seed, step)`.
 
-  The order and the shifts are drawn for the whole global batch, and process
-  `p` of `P` gathers and shifts only rows `[p * B / P, (p + 1) * B / P)`; so
-  the processes' rows concatenate to the single-process batch, whatever `P`.
+  The order, the shifts, crops and jitter are drawn for the whole global
+  batch, and process `p` of `P` gathers and shifts only rows `[p * B / P,
+  (p + 1) * B / P)`; so the processes' rows concatenate to the
+  single-process batch, whatever `P`.
 
   Args:
     split: the training examples.
@@ -134,12 +236,20 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
     max_shift: largest shift in pixels; 0 turns augmentation off.
     process_index: this process, in `[0, process_count)`.
     process_count: processes sharing the global batch; divides `batch_size`.
+    crop_size: side of the random square crop; 0 keeps the whole image.
+    brightness_delta: largest brightness shift (images are in [0, 1]).
+    contrast_delta: largest deviation of the contrast factor from 1.
+    standardize: each image to zero mean and unit variance.
 
   Returns:
-    `{'image': [B/P, H, W, C] float32 in [0, 1], 'label': [B/P] int32}`.
+    `{'image': [B/P, H, W, C] float32, 'label': [B/P] int32}`; H = W =
+    crop_size if set; the pixels are in [0, 1] unless jittered or
+    standardised.
   """
   batch_size, seed, max_shift = _check_batching(split, batch_size, seed,
                                                 max_shift)
+  crop_size = _check_preprocess(split.images.shape[1:], crop_size,
+                                brightness_delta, contrast_delta, standardize)
   rows = _process_rows(batch_size, process_index, process_count)
   step = _check_int(step, 'step', 0)
   epoch, index_in_epoch = divmod(step, split.num_examples // batch_size)
@@ -154,12 +264,27 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
     shifts = np.random.default_rng([1, seed, step]).integers(
         -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
     images = shift_images(images, shifts[rows])
-  return {'image': _to_float(images), 'label': split.labels[indices]}
+  if crop_size:
+    height, width = split.images.shape[1:3]
+    offsets = np.random.default_rng([2, seed, step]).integers(
+        0, [height - crop_size, width - crop_size], size=(batch_size, 2),
+        endpoint=True)
+    images = crop_images(images, offsets[rows], crop_size)
+  images = _to_float(images)
+  if brightness_delta or contrast_delta:
+    draws = np.random.default_rng([3, seed, step]).uniform(
+        -1.0, 1.0, size=(batch_size, 2))[rows]
+    images = jitter(images, brightness_delta * draws[:, 0],
+                    1.0 + contrast_delta * draws[:, 1])
+  if standardize:
+    images = standardize_images(images)
+  return {'image': images, 'label': split.labels[indices]}
 
 
 def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shift: int,
                   start_step: int = 0, prefetch: int = 2,
-                  process_index: int = 0, process_count: int = 1):
+                  process_index: int = 0, process_count: int = 1,
+                  **preprocess):
   """Endless `train_batch(split, s, ...)` for s = start_step, start_step + 1...
 
   With `prefetch > 0` the next `prefetch` batches are computed on one
@@ -175,12 +300,15 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
     prefetch: batches computed ahead; 0 computes each batch on demand.
     process_index: see `train_batch`.
     process_count: see `train_batch`.
+    **preprocess: crop_size, brightness_delta, contrast_delta, standardize
+      (see `train_batch`, `preprocess_options`).
 
   Returns:
     An iterator of `train_batch` dicts.
   """
   # Checked now, not at the first next(): errors belong to the call site.
   batch_size = _check_batching(split, batch_size, seed, max_shift)[0]
+  _check_preprocess(split.images.shape[1:], **preprocess)
   _process_rows(batch_size, process_index, process_count)
   start_step = _check_int(start_step, 'start_step', 0)
   prefetch = _check_int(prefetch, 'prefetch', 0)
@@ -188,7 +316,7 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
   def make(step):
     return train_batch(split, step, batch_size=batch_size, seed=seed,
                        max_shift=max_shift, process_index=process_index,
-                       process_count=process_count)
+                       process_count=process_count, **preprocess)
 
   if prefetch == 0:
     return (make(step) for step in itertools.count(start_step))
@@ -216,7 +344,8 @@ def _prefetched(make, start_step: int, prefetch: int):
 
 
 def eval_batches(split: datasets.Split, batch_size: int, *, process_index: int = 0,
-                 process_count: int = 1):
+                 process_count: int = 1, crop_size: int = 0,
+                 standardize: bool = False):
   """Every example of `split` exactly once, in order, in fixed-size batches.
 
   All global batches have exactly `batch_size` rows, so a jitted eval step
@@ -229,18 +358,35 @@ def eval_batches(split: datasets.Split, batch_size: int, *, process_index: int =
     batch_size: rows per global batch, >= 1.
     process_index: this process, in `[0, process_count)`.
     process_count: processes sharing each batch; divides `batch_size`.
+    crop_size: side of the central square crop; 0 keeps the whole image.
+    standardize: each image to zero mean and unit variance
+      (`standardize_images`).
 
   Returns:
-    An iterator of `{'image': [B/P, H, W, C] float32 in [0, 1],
+    An iterator of `{'image': [B/P, H, W, C] float32 (in [0, 1] unless
+    standardised; H = W = crop_size if set),
     'label': [B/P] int32, 'mask': [B/P] float32}` with mask 1 for real rows
     and 0 for padding.
   """
   batch_size = _check_int(batch_size, 'batch_size', 1)
   rows = _process_rows(batch_size, process_index, process_count)
-  return _eval_batches(split, batch_size, rows)
+  crop_size = _check_preprocess(split.images.shape[1:], crop_size,
+                                standardize=standardize)
+  return _eval_batches(split, batch_size, rows, crop_size, standardize)
 
 
-def _eval_batches(split: datasets.Split, batch_size: int, rows: slice):
+def eval_images(images: np.ndarray, *, crop_size: int = 0,
+                standardize: bool = False) -> np.ndarray:
+  """uint8 `[B, H, W, C]` -> the float32 images `eval_batches` feeds."""
+  if crop_size:
+    images = crop_images(images, center_offsets(images.shape[1:], crop_size,
+                                                len(images)), crop_size)
+  images = _to_float(images)
+  return standardize_images(images) if standardize else images
+
+
+def _eval_batches(split: datasets.Split, batch_size: int, rows: slice,
+                  crop_size: int = 0, standardize: bool = False):
   local_size = rows.stop - rows.start
   for start in range(0, split.num_examples, batch_size):
     # Slicing clips at the end of the split: a process past it gets 0 rows.
@@ -253,4 +399,6 @@ def _eval_batches(split: datasets.Split, batch_size: int, rows: slice):
       images = np.pad(images, ((0, padding), (0, 0), (0, 0), (0, 0)))
       labels = np.pad(labels, (0, padding))
       mask[num_real:] = 0
-    yield {'image': _to_float(images), 'label': labels, 'mask': mask}
+    yield {'image': eval_images(images, crop_size=crop_size,
+                                standardize=standardize),
+           'label': labels, 'mask': mask}

@@ -3,6 +3,8 @@
   PrimaryCaps   strided VALID convolution -> capsules, squashed (Section 4)
   Capsules      u_hat = W_ij u_i, then routing-by-agreement (Eq. 2, Proc. 1)
   Decoder       masked capsules -> 512 -> 1024 -> image (Section 4.1)
+  MatrixPrimaryCaps, ConvCaps, ClassCaps   matrix capsules with EM routing
+                (Hinton, Sabour & Frosst 2018, Section 3)
 
 Shapes use B for the batch, NHWC images and `[B, num_caps, dim]` capsules.
 """
@@ -11,6 +13,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -140,3 +143,121 @@ class Decoder(nn.Module):
       h = nn.relu(nn.Dense(width)(h))
     h = nn.sigmoid(nn.Dense(int(np.prod(self.image_shape)))(h))
     return h.reshape(capsules.shape[0], *self.image_shape)
+
+
+# ------------------------------------------------- matrix capsules (EM) --
+# Hinton, Sabour & Frosst (2018). Capsules are a 4x4 pose matrix and an
+# activation: poses `[B, H, W, T, 4, 4]`, activations `[B, H, W, T]`.
+
+
+class MatrixPrimaryCaps(nn.Module):
+  """1x1 convolution -> `num_types` matrix capsules per position (Sec. 3).
+
+  Poses are a linear map of the input channels, activations its logistic.
+  Returns `(poses [B, H, W, T, 4, 4], activations [B, H, W, T])`.
+  """
+  num_types: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array):
+    poses = nn.Dense(self.num_types * 16, name='pose')(x)
+    activations = nn.sigmoid(nn.Dense(self.num_types, name='activation')(x))
+    return poses.reshape(*x.shape[:-1], self.num_types, 4, 4), activations
+
+
+def _em_route(votes, activations, beta_u, beta_a, num_iters,
+              inverse_temperature, return_couplings):
+  """`routing.em_routing` over the leading axes of `[..., n_in, n_out, 16]`."""
+  lead = votes.shape[:-3]
+  fn = functools.partial(
+      routing.em_routing, num_iters=num_iters,
+      inverse_temperatures=routing.em_inverse_temperatures(
+          num_iters, inverse_temperature),
+      return_couplings=return_couplings)
+  out = jax.vmap(lambda v, a: fn(v, a, beta_u, beta_a))(
+      votes.reshape(-1, *votes.shape[-3:]),
+      activations.reshape(-1, activations.shape[-1]))
+  return tuple(x.reshape(*lead, *x.shape[1:]) for x in out)
+
+
+def _patches(x: jax.Array, kernel: int, stride: int) -> jax.Array:
+  """`[B, H, W, ...]` -> `[B, H', W', kernel * kernel, ...]` VALID patches."""
+  height = (x.shape[1] - kernel) // stride + 1
+  width = (x.shape[2] - kernel) // stride + 1
+  return jnp.stack(
+      [x[:, ky:ky + stride * (height - 1) + 1:stride,
+         kx:kx + stride * (width - 1) + 1:stride]
+       for ky in range(kernel) for kx in range(kernel)], axis=3)
+
+
+class ConvCaps(nn.Module):
+  """A convolutional capsule layer with EM routing (ConvCaps1/2, Sec. 3).
+
+  Each child capsule i in a `kernel x kernel` window votes `V_ij = M_i W_ij`
+  for each of the `num_types` parent types j at that position, with one 4x4
+  W per (kernel position, child type, parent type), and `routing.em_routing`
+  routes every window on its own. Simplification shared with the common
+  public reimplementations: a child in overlapping windows is routed
+  separately in each (the paper normalises its assignments over all the
+  parents it votes for).
+
+  Returns `(poses, activations)`, and with `return_couplings` also the
+  assignments `[B, H', W', r, kernel * kernel * T_in, num_types]`.
+  """
+  num_types: int = 32
+  kernel_size: int = 3
+  stride: int = 1
+  routing_iters: int = 3
+  inverse_temperature: float = 0.01
+
+  @nn.compact
+  def __call__(self, poses, activations, return_couplings: bool = False):
+    k, t_in = self.kernel_size, poses.shape[3]
+    poses = _patches(poses, k, self.stride)
+    poses = poses.reshape(*poses.shape[:3], k * k * t_in, 4, 4)
+    activations = _patches(activations, k, self.stride)
+    activations = activations.reshape(*activations.shape[:3], k * k * t_in)
+    w = self.param('kernel', nn.initializers.normal(0.5),
+                   (k * k * t_in, self.num_types, 4, 4))
+    beta_u = self.param('beta_u', nn.initializers.zeros, (self.num_types,))
+    beta_a = self.param('beta_a', nn.initializers.zeros, (self.num_types,))
+    votes = jnp.einsum('bhwixy,ijyz->bhwijxz', poses, w)
+    votes = votes.reshape(*votes.shape[:5], 16)
+    out = _em_route(votes, activations, beta_u, beta_a, self.routing_iters,
+                    self.inverse_temperature, return_couplings)
+    out_poses = out[0].reshape(*out[0].shape[:-1], 4, 4)
+    return (out_poses,) + tuple(out[1:])
+
+
+class ClassCaps(nn.Module):
+  """Class capsules: shared W per capsule type, coordinate addition (Sec. 3).
+
+  Every position's type-t capsule uses the same W_tj, and the scaled
+  coordinates ((row + 0.5) / H, (col + 0.5) / W) of the position are added
+  to the first two elements of the right-hand column of its vote matrix
+  (pose entries [0, 3] and [1, 3]). Returns `(poses [B, K, 4, 4],
+  activations [B, K])`, and with `return_couplings` also the assignments
+  `[B, r, H * W * T, K]`.
+  """
+  num_classes: int = 5
+  routing_iters: int = 3
+  inverse_temperature: float = 0.01
+
+  @nn.compact
+  def __call__(self, poses, activations, return_couplings: bool = False):
+    batch, height, width, t_in = poses.shape[:4]
+    w = self.param('kernel', nn.initializers.normal(0.5),
+                   (t_in, self.num_classes, 4, 4))
+    beta_u = self.param('beta_u', nn.initializers.zeros, (self.num_classes,))
+    beta_a = self.param('beta_a', nn.initializers.zeros, (self.num_classes,))
+    votes = jnp.einsum('bhwtxy,tjyz->bhwtjxz', poses, w)
+    rows = (jnp.arange(height, dtype=votes.dtype) + 0.5) / height
+    cols = (jnp.arange(width, dtype=votes.dtype) + 0.5) / width
+    votes = votes.at[..., 0, 3].add(rows[None, :, None, None, None])
+    votes = votes.at[..., 1, 3].add(cols[None, None, :, None, None])
+    votes = votes.reshape(batch, height * width * t_in, self.num_classes, 16)
+    out = _em_route(votes, activations.reshape(batch, -1), beta_u, beta_a,
+                    self.routing_iters, self.inverse_temperature,
+                    return_couplings)
+    out_poses = out[0].reshape(batch, self.num_classes, 4, 4)
+    return (out_poses,) + tuple(out[1:])

@@ -93,3 +93,68 @@ def margin_objective(outputs, batch, loss_config,
     recon = reconstruction_loss(outputs.reconstructions, batch['image'])
   total = margin + loss_config.reconstruction_weight * recon
   return {'loss': total, 'margin_loss': margin, 'reconstruction_loss': recon}
+
+
+def spread_margin(step, *, start: float = 0.2, end: float = 0.9,
+                  ramp_steps: int = 1) -> jax.Array:
+  """The spread loss margin m at `step`: `start` rising linearly to `end`.
+
+  "We start with a small margin of 0.2 and linearly increase it during
+  training to 0.9" (Hinton, Sabour & Frosst 2018, Sec. 3.1); the length of
+  the ramp is not given, hence `ramp_steps` (m = end from then on).
+  """
+  fraction = jnp.clip(jnp.asarray(step, jnp.float32) / ramp_steps, 0.0, 1.0)
+  return start + (end - start) * fraction
+
+
+def spread_loss(activations: jax.Array, labels: jax.Array,
+                margin) -> jax.Array:
+  """Spread loss, summed over the wrong classes (Sec. 3.1).
+
+    L = sum_{i != t} max(0, m - (a_t - a_i))^2
+
+  Args:
+    activations: `[batch, num_classes]` class capsule activations a_i.
+    labels: `[batch]` integer target classes t.
+    margin: m, a scalar (see `spread_margin`).
+
+  Returns:
+    `[batch]`, the loss of each example.
+  """
+  activations, labels = jnp.asarray(activations), jnp.asarray(labels)
+  if labels.shape != activations.shape[:-1]:
+    raise ValueError(
+        f'labels must be class indices of shape {activations.shape[:-1]}, got '
+        f'shape {labels.shape}.')
+  target = jax.nn.one_hot(labels, activations.shape[-1],
+                          dtype=activations.dtype)
+  a_t = jnp.sum(target * activations, axis=-1, keepdims=True)
+  wrong = 1.0 - target
+  return jnp.sum(wrong * jnp.square(jax.nn.relu(margin - (a_t - activations))),
+                 axis=-1)
+
+
+def spread_objective(outputs, batch, loss_config,
+                     step=None) -> dict[str, jax.Array]:
+  """The matrix capsules' loss: spread loss with the margin schedule.
+
+  Args:
+    outputs: with `scores: [B, K]` class activations.
+    batch: with `label: [B]`.
+    loss_config: `config.loss`: spread_margin_start, spread_margin_end,
+      spread_margin_steps.
+    step: the training step of the parameters (None: the final margin, e.g.
+      for a finished model).
+
+  Returns:
+    Per-example 'loss' and 'spread_loss', `[B]`, and the 'margin' used
+    (broadcast to `[B]`).
+  """
+  if step is None:
+    step = loss_config.spread_margin_steps
+  margin = spread_margin(step, start=loss_config.spread_margin_start,
+                         end=loss_config.spread_margin_end,
+                         ramp_steps=loss_config.spread_margin_steps)
+  loss = spread_loss(outputs.scores, batch['label'], margin)
+  return {'loss': loss, 'spread_loss': loss,
+          'margin': jnp.broadcast_to(margin, loss.shape)}

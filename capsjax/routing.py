@@ -2,8 +2,11 @@
 
 Every routing algorithm is a pure function of `jax.numpy`: it composes with
 `jax.jit`, `jax.vmap` and `jax.grad`, so it can be dropped into any JAX model.
-Batch it with `jax.vmap`. `ROUTINGS` names them for `config.model.routing`;
-a new algorithm is a function here plus one entry there.
+Batch it with `jax.vmap`. `ROUTINGS` names the vector routings (u_hat in, v
+out) for `config.model.routing`; a new algorithm is a function here plus one
+entry there. `em_routing` (matrix capsules: votes and activations in, poses
+and activations out) has its own signature and is used by the
+'matrix_capsnet_em' model.
 """
 import operator
 
@@ -93,6 +96,146 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
   if return_couplings:
     return v, jnp.stack(couplings)
   return v
+
+
+# Added to sigma^2 and to sum_i R_ij in `em_routing`: zero variance (identical
+# votes) and zero mass (all input activations 0) must give finite values and
+# gradients. Small next to float32 votes of order 1, large enough that
+# 1 / (sigma^2 + eps) stays far below float32's range.
+EM_EPS = 1e-6
+
+
+def em_inverse_temperatures(num_iters: int,
+                            final: float = 0.01) -> tuple[float, ...]:
+  """The default inverse temperature schedule lambda_t of `em_routing`.
+
+  The paper says only that lambda "increases at each iteration with a fixed
+  schedule". This is Jonathan Hui's schedule, also used by Gritzman (2019,
+  "Avoiding implementation pitfalls of matrix capsules with EM routing"):
+  `lambda_t = final * (1 - 0.95 ** (t + 1))`, t = 0 .. num_iters - 1.
+
+  Returns:
+    `num_iters` Python floats, increasing.
+  """
+  num_iters = _check_num_iters(num_iters)
+  return tuple(final * (1.0 - 0.95 ** (t + 1)) for t in range(num_iters))
+
+
+def em_routing(votes: jax.Array, activations: jax.Array, beta_u, beta_a,
+               num_iters: int, *, inverse_temperatures=None,
+               return_couplings: bool = False, eps: float = EM_EPS):
+  """EM routing between matrix capsules (Hinton, Sabour & Frosst, ICLR 2018).
+
+  Procedure 1 of "Matrix capsules with EM routing", for ONE example (batch it
+  with `jax.vmap(em_routing, in_axes=(0, 0, None, None, None))`). With
+  assignments `R: [num_in, num_out]` starting at `1 / num_out` (Proc. 1
+  line 2), each of the `num_iters` iterations t runs
+
+    M-step (Proc. 1, M-STEP lines 2-6; Sec. 2.1 Eq. 1-3):
+      R'_ij      = R_ij a_i                       (scale by input activation)
+      mu_j^h     = sum_i R'_ij V_ij^h / sum_i R'_ij
+      sigma_j^h2 = sum_i R'_ij (V_ij^h - mu_j^h)^2 / sum_i R'_ij
+      cost_j^h   = (beta_u + log sigma_j^h) sum_i R'_ij
+      a_j        = logistic(lambda_t (beta_a - sum_h cost_j^h))
+    E-step (Proc. 1, E-STEP lines 2-3), skipped after the last M-step since
+    the outputs (mu, a) do not depend on it:
+      p_ij = prod_h N(V_ij^h; mu_j^h, sigma_j^h2)
+      R_ij = a_j p_ij / sum_k a_k p_ik
+
+  The E-step is computed in log space, `log R = log_sigmoid(.) + log p -
+  logsumexp`, so vanishing activations or densities never divide 0 by 0;
+  `eps` is added to sigma^2 and to sum_i R'_ij (see `EM_EPS`), so identical
+  votes, a single input capsule or all-zero input activations give finite
+  outputs and gradients.
+
+  Ambiguities of the paper, and the choices made here:
+  - Cost. Proc. 1 uses `(beta_u + log sigma) sum_i R_ij`; Sec. 2.1 Eq. 3
+    writes `a_j = logistic(lambda (beta_a - beta_u sum_i R_ij - sum_h
+    cost_j^h))` with `cost_j^h = (log sigma_j^h + (1 + log 2 pi) / 2) sum_i
+    R_ij`, the same up to how the constant is folded into beta_u. Here:
+    Proc. 1 literally. The cost is NOT normalised before the logistic: it
+    grows with the number of inputs, which the learned beta_a and a small
+    lambda absorb. Public code differs: yl-1993/Matrix-Capsules-EM-PyTorch
+    also uses the raw cost (with a constant lambda = 1e-3, and it
+    renormalises `R a_i` over outputs, which cancels the scaling by a_i);
+    www0wwwjs1/Matrix-Capsules-EM-Tensorflow replaces the logistic by a
+    softmax over output capsules and uses `softmax(sum_i R_ij)` before the
+    last iteration; others standardise the cost over output capsules
+    (mean/std) before the logistic.
+  - Schedule of lambda: not given in the paper; see
+    `em_inverse_temperatures` (the default), or pass your own.
+  - beta_u, beta_a: per output capsule type (the authors' OpenReview reply),
+    so scalars or `[num_out]` here; the layer learns them.
+  - The gradient flows through every iteration (no stop_gradient), as the
+    paper does not say otherwise.
+
+  Args:
+    votes: `[num_in, num_out, pose_dim]`, V_ij = M_i W_ij flattened
+      (pose_dim 16 for 4x4 poses).
+    activations: `[num_in]`, a_i in [0, 1].
+    beta_u: scalar or `[num_out]`, the cost per unit of log-std.
+    beta_a: scalar or `[num_out]`, the activation threshold.
+    num_iters: EM iterations, a Python int >= 1 (static under jit); the
+      paper uses 3.
+    inverse_temperatures: `num_iters` values lambda_t; None uses
+      `em_inverse_temperatures(num_iters)`.
+    return_couplings: also return the assignments R used by every M-step.
+    eps: see above.
+
+  Returns:
+    `(poses, out_activations)` with `poses: [num_out, pose_dim]` (mu_j) and
+    `out_activations: [num_out]` (a_j); with `return_couplings` also
+    `R: [num_iters, num_in, num_out]`, R[t] the assignments entering
+    iteration t's M-step (before scaling by a_i; rows sum to 1).
+
+  Raises:
+    ValueError: bad `num_iters`, shapes or `inverse_temperatures` length.
+  """
+  num_iters = _check_num_iters(num_iters)
+  votes = jnp.asarray(votes)
+  activations = jnp.asarray(activations, votes.dtype)
+  if votes.ndim != 3 or activations.shape != votes.shape[:1]:
+    raise ValueError(
+        f'em_routing needs votes [num_in, num_out, pose_dim] and activations '
+        f'[num_in] for one example, got {tuple(votes.shape)} and '
+        f'{tuple(activations.shape)}; for a batch use jax.vmap(em_routing, '
+        f'in_axes=(0, 0, None, None, None)).')
+  if inverse_temperatures is None:
+    inverse_temperatures = em_inverse_temperatures(num_iters)
+  if len(inverse_temperatures) != num_iters:
+    raise ValueError(
+        f'inverse_temperatures has {len(inverse_temperatures)} values for '
+        f'{num_iters} iterations; give one lambda per iteration.')
+  num_in, num_out, _ = votes.shape
+  beta_u = jnp.broadcast_to(jnp.asarray(beta_u, votes.dtype), (num_out,))
+  beta_a = jnp.broadcast_to(jnp.asarray(beta_a, votes.dtype), (num_out,))
+  log_2pi = jnp.log(2 * jnp.pi).astype(votes.dtype)
+
+  r = jnp.full((num_in, num_out), 1.0 / num_out, votes.dtype)
+  assignments = []
+  for t in range(num_iters):
+    assignments.append(r)
+    # M-step.
+    r_scaled = r * activations[:, None]
+    mass = jnp.sum(r_scaled, axis=0)  # [num_out], sum_i R'_ij
+    weights = r_scaled / (mass + eps)
+    mu = jnp.einsum('ij,ijh->jh', weights, votes)
+    # Deviations from the mean, not E[V^2] - mu^2, which can go negative.
+    var = jnp.einsum('ij,ijh->jh', weights, jnp.square(votes - mu)) + eps
+    log_sigma = 0.5 * jnp.log(var)  # [num_out, pose_dim]
+    cost = (beta_u[:, None] + log_sigma) * mass[:, None]
+    logits = inverse_temperatures[t] * (beta_a - jnp.sum(cost, axis=1))
+    a_out = jax.nn.sigmoid(logits)
+    if t < num_iters - 1:
+      # E-step, in log space.
+      log_p = -jnp.sum(
+          jnp.square(votes - mu) / (2 * var) + log_sigma + 0.5 * log_2pi,
+          axis=-1)  # [num_in, num_out]
+      log_ap = jax.nn.log_sigmoid(logits) + log_p
+      r = jnp.exp(log_ap - jax.nn.logsumexp(log_ap, axis=1, keepdims=True))
+  if return_couplings:
+    return mu, a_out, jnp.stack(assignments)
+  return mu, a_out
 
 
 # config.model.routing -> the routing function. Each takes

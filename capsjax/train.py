@@ -165,18 +165,20 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
 
 def evaluate(eval_step_fn, state, split: datasets.Split,
              batch_size: int,
-             mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+             mesh: jax.sharding.Mesh | None = None,
+             **preprocess) -> dict[str, float]:
   """Mean metrics over the whole split, every example counted once.
 
   Each host reads only its rows of every batch; `eval_step_fn` (see
   `parallel.jit_eval_step`) gets the global batch, sharded over `mesh`
-  (default: all devices).
+  (default: all devices). `preprocess`: `input_pipeline.eval_batches`'s
+  crop_size and standardize (`input_pipeline.preprocess_options`).
   """
   totals = None
   mesh = parallel.create_mesh() if mesh is None else mesh
   for batch in input_pipeline.eval_batches(
       split, batch_size, process_index=jax.process_index(),
-      process_count=jax.process_count()):
+      process_count=jax.process_count(), **preprocess):
     sums = eval_step_fn(state, parallel.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
@@ -292,7 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batches = input_pipeline.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
       max_shift=config.dataset.max_shift, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      **input_pipeline.preprocess_options(config.dataset))
   schedule = learning_rate_schedule(config)
   pending = []  # Metrics since the last log, fetched to the host at boundaries.
   test_metrics = None
@@ -346,8 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      means['loss'], means['accuracy'])
         pending = []
       if eval_now:
-        test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                                config.eval_batch_size, mesh)
+        test_metrics = evaluate(
+            eval_step_fn, state, dataset.test, config.eval_batch_size, mesh,
+            **input_pipeline.preprocess_options(config.dataset, train=False))
         writer.write_scalars(step, 'test', test_metrics)
         logging.info('step %d: test loss %.4f, accuracy %.4f (error %.2f%%).',
                      step, test_metrics['loss'], test_metrics['accuracy'],

@@ -19,6 +19,7 @@ import ml_collections
 from capsjax import checkpoints
 from capsjax import datasets
 from capsjax import errors
+from capsjax import input_pipeline
 from capsjax import models
 from capsjax import train
 from capsjax import workdir as workdir_lib
@@ -97,8 +98,11 @@ def load(workdir: str) -> TrainedRun:
     if step is None:
       raise no_checkpoint
     dataset = datasets.load(config.dataset)
-    model = models.create_model(config.model, dataset.image_shape,
-                                dataset.num_classes)
+    crop_size = input_pipeline.preprocess_options(config.dataset)['crop_size']
+    model = models.create_model(
+        config.model,
+        input_pipeline.output_image_shape(dataset.image_shape, crop_size),
+        dataset.num_classes)
     # Only the shapes: initialising for real would compile the model's init.
     target = jax.eval_shape(
         functools.partial(train.create_train_state, config, model),

@@ -10,6 +10,7 @@ to change.
 import math
 
 from capsjax import errors
+from capsjax import input_pipeline
 from capsjax import models
 
 
@@ -78,15 +79,37 @@ def check_config(config) -> None:
     _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
                                                'lambda_': 0.5}[name])
   _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
+  _check_preprocess_and_spread(config)
   models.create_model(config.model, None, 2)
+
+
+def _check_preprocess_and_spread(config) -> None:
+  # Optional fields (configs/smallnorb_em.py sets them): checked when present.
+  dataset = config.dataset
+  if 'crop_size' in dataset:
+    _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
+  if 'resize' in dataset:
+    _int_at_least(config, 'dataset.resize', 0, 48, ' (0 = keep the size)')
+  if 'brightness_delta' in dataset:
+    _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
+  if 'contrast_delta' in dataset:
+    _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
+  if 'standardize' in dataset and not isinstance(dataset.standardize, bool):
+    raise errors.ConfigError(
+        f'config.dataset.standardize must be True or False, got '
+        f'{dataset.standardize!r}; set --config.dataset.standardize=False.')
+  if 'spread_margin_steps' in config.loss:
+    _int_at_least(config, 'loss.spread_margin_steps', 1, 10000)
+    _number(config, 'loss.spread_margin_start', 0.0, 1.0, 0.2)
+    _number(config, 'loss.spread_margin_end', 0.0, 1.0, 0.9)
 
 
 def check_data(config, dataset):
   """Checks the config against the loaded data; returns the model it builds.
 
   Raises:
-    errors.ConfigError: a batch larger than the training split, or shifts
-      that move the images out of view.
+    errors.ConfigError: a batch larger than the training split, shifts
+      that move the images out of view, or crops larger than the images.
     errors.InputShapeError: the images do not fit the model's convolutions.
   """
   if config.batch_size > dataset.train.num_examples:
@@ -99,9 +122,18 @@ def check_data(config, dataset):
         f'max_shift {config.dataset.max_shift} would shift {height}x{width} '
         f'images out of view; set --config.dataset.max_shift below '
         f'{min(height, width)} (the paper uses 2).')
+  crop_size = config.dataset.crop_size
+  if crop_size > min(height, width):
+    raise errors.ConfigError(
+        f'crop_size {crop_size} is larger than the {height}x{width} images; '
+        f'set --config.dataset.crop_size to at most {min(height, width)} '
+        f'(0 = no crop).')
   try:
-    return models.create_model(config.model, dataset.image_shape,
-                               dataset.num_classes)
+    # The model sees the images the input pipeline makes (cropped).
+    return models.create_model(
+        config.model,
+        input_pipeline.output_image_shape(dataset.image_shape, crop_size),
+        dataset.num_classes)
   except errors.InputShapeError as e:
     # The model's message has the arithmetic; name the flags that fix it.
     raise errors.InputShapeError(

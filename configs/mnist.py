@@ -46,6 +46,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.test_split = 'test'
   config.dataset.holdout_per_class = 100  # embedded only: test examples/class
   config.dataset.max_shift = 2        # training shift augmentation, pixels
+  # tfds feature names, and a square size to resize to when read (0 = keep).
+  config.dataset.image_feature = 'image'
+  config.dataset.label_feature = 'label'
+  config.dataset.resize = 0
+  # Preprocessing of input_pipeline (configs/smallnorb_em.py uses them):
+  # square crops (random for training, central for testing; 0 = none),
+  # brightness/contrast jitter, per-image standardisation.
+  config.dataset.crop_size = 0
+  config.dataset.brightness_delta = 0.0
+  config.dataset.contrast_delta = 0.0
+  config.dataset.standardize = False
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'capsnet'       # a name in capsjax.models.MODELS

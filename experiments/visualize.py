@@ -16,7 +16,10 @@ the decoder masked by the PREDICTED class as at test time:
   confusion_matrix.png         true against predicted class on the test split
 
 A run trained without the reconstruction loss has an untrained decoder: its
-first two figures are skipped.
+first two figures are skipped. For a matrix capsule network with EM routing
+(configs/smallnorb_em.py) the figures are em_assignments.png (the class
+layer's assignments R per iteration), em_activations.png (class
+activations) and confusion_matrix.png; see `visualize_em`.
 """
 import functools
 import io
@@ -236,7 +239,9 @@ def plot_dimension_grids(grids: Sequence[np.ndarray], titles: Sequence[str],
 
 
 def plot_couplings(image: np.ndarray, couplings: np.ndarray, winner: int,
-                   grid: Sequence[int], title: str, path: str) -> None:
+                   grid: Sequence[int], title: str, path: str,
+                   inputs_name: str = 'primary capsules',
+                   coupling_name: str = 'coupling') -> None:
   """One example's coupling coefficients to its winning class, per iteration.
 
   Top: the image, then for each iteration the coupling to the winner on the
@@ -252,6 +257,8 @@ def plot_couplings(image: np.ndarray, couplings: np.ndarray, winner: int,
       types + t` sits at `(y, x)`.
     title: the figure's title.
     path: the PNG to write.
+    inputs_name: what the input capsules are, for the axis label.
+    coupling_name: what the coefficients are, for the axis label.
   """
   num_iters, num_primary, num_classes = couplings.shape
   to_winner = couplings[:, :, winner]  # [r, num_primary]
@@ -279,8 +286,8 @@ def plot_couplings(image: np.ndarray, couplings: np.ndarray, winner: int,
     ax.plot(np.sort(to_winner[t])[::-1], label=f'iteration {t + 1}')
   ax.axhline(uniform, color='black', lw=0.6, ls=':', label=f'1/{num_classes}')
   ax.set_xlim(0, num_primary - 1)
-  ax.set_xlabel(f'primary capsules ({num_primary}), sorted', fontsize=7)
-  ax.set_ylabel(f'coupling to class {winner}', fontsize=7)
+  ax.set_xlabel(f'{inputs_name} ({num_primary}), sorted', fontsize=7)
+  ax.set_ylabel(f'{coupling_name} to class {winner}', fontsize=7)
   ax.tick_params(labelsize=7)
   ax.legend(fontsize=7)
   fig.suptitle(title, fontsize=9)
@@ -290,7 +297,7 @@ def plot_couplings(image: np.ndarray, couplings: np.ndarray, winner: int,
 
 
 def plot_capsule_lengths(images, lengths, labels, predicted,
-                         path: str) -> None:
+                         path: str, score_name: str = 'capsule length') -> None:
   """Each example above the lengths of its class capsules."""
   num_examples, num_classes = lengths.shape
   fig = _figure('capsule_lengths')
@@ -311,7 +318,7 @@ def plot_capsule_lengths(images, lengths, labels, predicted,
     axes[1, i].set_xticks(range(num_classes))
     axes[1, i].tick_params(labelsize=6)
     axes[1, i].set_xlabel('class', fontsize=7)
-  axes[1, 0].set_ylabel('capsule length', fontsize=7)
+  axes[1, 0].set_ylabel(score_name, fontsize=7)
   fig.tight_layout()
   _save(fig, path)
 
@@ -357,6 +364,8 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   except OSError as e:
     raise errors.ConfigError(f'cannot create {out} ({e.strerror}); pass a '
                             f'writable --out.') from None
+  if isinstance(run.model, models.MatrixCapsNetEM):
+    return visualize_em(run, out)
   test = run.dataset.test
   paths = {name: os.path.join(out, f'{name}.png') for name in SIZES}
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
@@ -403,6 +412,78 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
                        test.labels[shown], all_predicted[shown],
                        paths['capsule_lengths'])
 
+  counts = confusion_matrix(test.labels, all_predicted,
+                            run.dataset.num_classes)
+  error = 100.0 * (1.0 - np.trace(counts) / counts.sum())
+  plot_confusion_matrix(
+      counts, f'{run.dataset.name} test split, step {run.step}: '
+      f'{error:.2f}% error ({counts.sum()} examples)',
+      paths['confusion_matrix'])
+  for path in paths.values():
+    logging.info('Wrote %s.', path)
+  return paths
+
+
+# ------------------------------------------------------- matrix capsules --
+
+
+def scores_of_test_split(run: trained.TrainedRun) -> np.ndarray:
+  """`scores` of every test example, `[N, K]`, preprocessed as in training."""
+  apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
+  scores = []
+  for batch in input_pipeline.eval_batches(
+      run.dataset.test, run.config.eval_batch_size,
+      **input_pipeline.preprocess_options(run.config.dataset, train=False)):
+    out = apply({'params': run.params}, batch['image']).scores
+    scores.append(np.asarray(out)[batch['mask'] > 0])
+  return np.concatenate(scores)
+
+
+def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
+  """The figures of a matrix capsule network with EM routing (no decoder).
+
+    em_assignments.png  one test example's EM assignments R of the class
+                        capsule layer to its winning class, per iteration,
+                        on the ConvCaps2 grid
+    em_activations.png  the class capsules' activations of a few examples
+    confusion_matrix.png
+
+  Returns:
+    Figure name -> path of each PNG written to `out`.
+  """
+  test = run.dataset.test
+  preprocess = input_pipeline.preprocess_options(run.config.dataset,
+                                                 train=False)
+  paths = {name: os.path.join(out, f'{name}.png')
+           for name in ('em_assignments', 'em_activations',
+                        'confusion_matrix')}
+  chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
+  # Shown as cropped pixels; the model sees them standardised too.
+  shown_images = input_pipeline.eval_images(
+      test.images[chosen], crop_size=preprocess['crop_size'])
+  outputs = forward(run, input_pipeline.eval_images(test.images[chosen],
+                                                    **preprocess),
+                    reconstruct=False, return_couplings=True)
+  predicted = np.argmax(outputs.scores, -1)
+  grid = models.matrix_grids(run.model.input_shape, run.model.conv1_kernel,
+                             run.model.conv1_stride, run.model.caps_kernel)[-1]
+  plot_couplings(
+      shown_images[0], outputs.couplings[0], int(predicted[0]), grid,
+      f'EM routing: assignments R of test example {chosen[0]} to its winning '
+      f'class ({run.model.routing_iters} iterations, class capsule layer)',
+      paths['em_assignments'], inputs_name='ConvCaps2 capsules',
+      coupling_name='assignment')
+
+  scores = scores_of_test_split(run)
+  all_predicted = np.argmax(scores, -1)
+  wrong = np.flatnonzero(all_predicted != test.labels)
+  shown = np.concatenate([chosen[:NUM_LENGTH_EXAMPLES - min(len(wrong), 1)],
+                          wrong[:1]]).astype(int)
+  plot_capsule_lengths(
+      input_pipeline.eval_images(test.images[shown],
+                                 crop_size=preprocess['crop_size']),
+      scores[shown], test.labels[shown], all_predicted[shown],
+      paths['em_activations'], score_name='class activation')
   counts = confusion_matrix(test.labels, all_predicted,
                             run.dataset.num_classes)
   error = 100.0 * (1.0 - np.trace(counts) / counts.sum())
