@@ -1,18 +1,44 @@
 """Efficient-CapsNet: parameter count, batch norm in training, short runs;
 and the CapsNet with each vector routing, end to end on the embedded sample."""
 import functools
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from conftest import load_config
 from conftest import small_config
 from capsjax import errors
 from capsjax import models
 from capsjax import train
 from capsjax import trained
+
+def load_script(name):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+visualize = load_script('visualize')
+
+
+def check_couplings_figure(workdir, num_iters):
+  """visualize.py draws the run's routing coefficients, one panel per pass."""
+  run = trained.load(str(workdir))
+  images = run.dataset.test.images[:2] / np.float32(255)
+  out = visualize.forward(run, images, return_couplings=True)
+  assert out.couplings.shape[:2] == (2, num_iters)
+  assert out.couplings.shape[3] == 10
+  np.testing.assert_allclose(out.couplings.sum(-1), 1.0, rtol=1e-5)
+  paths = visualize.visualize(str(workdir))
+  assert os.path.getsize(paths['couplings']) > 0
+
 
 # A shrunk Efficient-CapsNet: a few seconds a run.
 SMALL_EFFICIENT = {
@@ -139,11 +165,13 @@ def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   scores = run.model.apply(run.variables, run.dataset.test.images[:2] / 255.0,
                            reconstruct=False).scores
   assert scores.shape == (2, 10)
+  check_couplings_figure(tmp_path, 1)
 
 
 @pytest.mark.parametrize('routing', ['self_attention', 'inverted_dot_product'])
 def test_capsnet_with_vector_routing_end_to_end(tmp_path, routing):
-  config = small_config('quickstart', **{'model.routing': routing})
+  config = small_config('quickstart', **{'model.routing': routing,
+                                         'model.conv_impl': 'xla'})
   _, summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 4
   assert np.isfinite(summary['test_loss'])
@@ -152,3 +180,4 @@ def test_capsnet_with_vector_routing_end_to_end(tmp_path, routing):
               'inverted_dot_product': {'kernel', 'norm_scale',
                                        'norm_offset'}}[routing]
   assert set(run.params['digit_caps']) == expected
+  check_couplings_figure(tmp_path, 1 if routing == 'self_attention' else 3)
