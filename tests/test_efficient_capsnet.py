@@ -131,6 +131,13 @@ def test_batch_norm_trains_and_eval_uses_running_averages():
   np.testing.assert_allclose(apply(variables, batch['image'])[:1],
                              apply(variables, batch['image'][:1]),
                              rtol=1e-5, atol=1e-6)
+  # eval_step too: its loss is that of the running-average model.
+  sums = train.eval_step(new_state, batch, objective=models.spec(
+      config.model).objective, loss_config=config.loss)
+  outputs = model.apply(variables, batch['image'])
+  expected = models.spec(config.model).objective(outputs, batch, config.loss)
+  np.testing.assert_allclose(sums['loss'], np.sum(expected['loss']),
+                             rtol=1e-5)
   # Two micro-batches: the stats are the mean of the parts' updates.
   two = jax.jit(functools.partial(
       train.train_step, objective=models.spec(config.model).objective,
