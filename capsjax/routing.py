@@ -99,8 +99,8 @@ def _check_u_hat(u_hat, name: str) -> jax.Array:
   u_hat = jnp.asarray(u_hat)
   if u_hat.ndim != 3:
     raise ValueError(
-        f'u_hat must have shape [num_in, num_out, dim_out] for one example, got '
-        f'shape {tuple(u_hat.shape)}; for a batch use jax.vmap({name}, '
+        f'u_hat must have shape [num_in, num_out, dim_out] for one example, '
+        f'got shape {tuple(u_hat.shape)}; for a batch use jax.vmap({name}, '
         f'in_axes=(0, None)).')
   return u_hat
 
@@ -117,7 +117,7 @@ def self_attention_routing(u_hat: jax.Array, num_iters: int = 1, *,
                            log_prior: jax.Array,
                            return_couplings: bool = False,
                            eps: float = ops.DEFAULT_EPS):
-  """Efficient-CapsNet's self-attention routing (Mazzia et al. 2021), ONE example.
+  """Efficient-CapsNet's self-attention routing (Mazzia et al.), ONE example.
 
   Non-iterative: the couplings come from the agreement of the predictions
   with each other, in one pass (Eqs. 4-6 of the paper; the authors' FCCaps):
@@ -180,7 +180,7 @@ def inverted_dot_product_routing(u_hat: jax.Array, num_iters: int, *,
                                  norm_offset: jax.Array,
                                  return_couplings: bool = False,
                                  eps: float = 1e-5):
-  """Inverted dot-product attention routing (Tsai et al., ICLR 2020), ONE example.
+  """Inverted dot-product attention routing (Tsai et al. 2020), ONE example.
 
   The parents' poses start from uniform couplings and are then refined
   `num_iters - 1` times (Procedure 1 of the paper; the authors' CapsuleFC):

@@ -306,6 +306,7 @@ def main(argv):
   algorithms = [a for a in FLAGS.routing if a] or [None]
   load_config(FLAGS.model)  # Exits on an unknown --model.
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
+  # After configure(): importing capsjax starts JAX.
   from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
   unknown = [a for a in algorithms if a and a not in routing_lib.ROUTINGS]
   if unknown:

@@ -1,4 +1,4 @@
-r"""Sweeps of capsjax runs: the paper's Table 1 by default, or any config fields.
+r"""Sweeps of capsjax runs: the paper's Table 1 by default, or any fields.
 
     python experiments/routing_sweep.py --config=configs/quickstart.py \
         --sweep_dir=/tmp/capsnet_sweep --routing_iters=1,3 --recon=on,off --seeds=2
@@ -175,8 +175,9 @@ def _field_value(config, field: str):
           f'e.g. --grid=model.routing=dynamic,self_attention.')
     node = node[part]
   if isinstance(node, ml_collections.ConfigDict):
-    raise errors.ConfigError(f'--grid field {field!r} is a group of fields; '
-                             f'name one of them, e.g. {field}.{next(iter(node))}.')
+    raise errors.ConfigError(
+        f'--grid field {field!r} is a group of fields; name one of them, e.g. '
+        f'{field}.{next(iter(node))}.')
   return node
 
 
@@ -258,7 +259,7 @@ def plan(config: ml_collections.ConfigDict, iters: Sequence[int],
 
 def plan_grid(config: ml_collections.ConfigDict, grid: dict[str, list],
               num_seeds: int) -> list[GridRun]:
-  """Every combination of the grid's values, seed-major, first field outermost."""
+  """Every combination of the grid's values, seed-major, first field outer."""
   combos = list(itertools.product(*grid.values()))
   return [GridRun(tuple(zip(grid, combo)), config.seed + s)
           for s in range(num_seeds) for combo in combos]

@@ -1,4 +1,4 @@
-"""Tests of the vector routings after 2017: self-attention and inverted dot-product.
+"""The vector routings after 2017: self-attention and inverted dot-product.
 
 Each is checked against a plain-loop float64 transcription of its equations,
 against numbers recorded from the authors' code (tests/fixtures/README.md
@@ -257,7 +257,8 @@ def test_readme_snippet_runs(capsys):
   text = open(os.path.join(os.path.dirname(FIXTURES), '..', 'docs', 'readme',
                            'i15a.md')).read()
   code = text.split('```python\n', 1)[1].split('```', 1)[0]
-  exec(compile(code, 'docs/readme/i15a.md', 'exec'), {})  # pylint: disable=exec-used
+  # pylint: disable-next=exec-used
+  exec(compile(code, 'docs/readme/i15a.md', 'exec'), {})
   printed = capsys.readouterr().out.splitlines()
   expected = [line[2:] for line in code.splitlines() if line.startswith('# ')
               and ' v (' in line]

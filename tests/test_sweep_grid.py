@@ -125,7 +125,8 @@ def test_rows_are_named_from_config_json(tmp_path):
       ('b', 'dynamic'), ('c', 'dynamic'), ('a', 'self_attention'),
       ('model.routing=dynamic__seed0', 'inverted_dot_product')]
   table = (tmp_path / 'results.md').read_text()
-  assert '| model.routing | Test error (%) | Seeds | Steps | Train images/s |' in table
+  assert ('| model.routing | Test error (%) | Seeds | Steps | '
+          'Train images/s |') in table
   assert '| dynamic | 3.00 ± 1.41 | 2 | 2 | 100 |' in table
   assert '| self_attention | 3.00 ± – | 1 | 2 | 100 |' in table
   assert '| inverted_dot_product | 5.00 ± – | 1 | 2 | 100 |' in table
