@@ -14,7 +14,7 @@ As given, this trains on the embedded 5,000-digit sample (no network): 4,000
 train, 1,000 held out, 1,500 steps of 16 (6 epochs). Measured: 98.2%
 held-out accuracy (CapsNet quickstart: 97.8%), 154 s of CPU time on the
 2-core AMD EPYC development machine (its wall time, on a machine shared with
-other jobs, is in docs/readme/i15a.md).
+other jobs, is in the README).
 
 The paper's setup, 99.74% MNIST test accuracy (0.26% error, mean of their
 runs), is 150 epochs of the 60,000 MNIST digits: the `mnist` argument sets
