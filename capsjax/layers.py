@@ -70,7 +70,10 @@ class Capsules(nn.Module):
   Every (input i, output j) pair has its own transformation matrix W_ij
   (`[dim, dim_in]`), u_hat_ij = W_ij u_i (Eq. 2); the routing function
   (`dynamic_routing` by default) then runs per example under `jax.vmap`. As in
-  the paper there is no bias.
+  the paper there is no bias. A routing with learned arguments of its own
+  (`routing.PARAMS`: self-attention's log prior, inverted dot-product's layer
+  norm) gets them as parameters of this layer, under their argument names;
+  'dynamic' has none, so its parameters are `{'kernel'}` alone.
 
   Attributes:
     num_capsules: output capsules (classes for DigitCaps).
@@ -96,9 +99,13 @@ class Capsules(nn.Module):
     _, num_in, dim_in = u.shape
     w = self.param('kernel', self.kernel_init,
                    (num_in, self.num_capsules, self.dim, dim_in))
+    extra = {
+        name: self.param(name, init, shape)
+        for name, (shape, init) in routing.routing_params(
+            self.routing, num_in, self.num_capsules, self.dim).items()}
     route = functools.partial(routing.get_routing(self.routing),
                               num_iters=self.routing_iters,
-                              return_couplings=return_couplings)
+                              return_couplings=return_couplings, **extra)
     return jax.vmap(route, in_axes=1)(predictions(w, u))
 
 

@@ -1,8 +1,9 @@
 """Models assembled from layers, and the registry that builds them by name.
 
-  CapsNet          Sabour, Frosst & Hinton (2017), Section 4: 'capsnet'
-  MatrixCapsNetEM  Hinton, Sabour & Frosst (2018), Section 3:
-                   'matrix_capsnet_em'
+  CapsNet            Sabour, Frosst & Hinton (2017), Section 4: 'capsnet'
+  EfficientCapsNet   Mazzia, Salvetti & Chiaberge (2021): 'efficient_capsnet'
+  MatrixCapsNetEM    Hinton, Sabour & Frosst (2018), Section 3:
+                     'matrix_capsnet_em'
 
 `create_model(config.model, image_shape, num_classes)` looks
 `config.model.name` up in `MODELS`; a new model is one entry there, and the
@@ -279,6 +280,128 @@ class MatrixCapsNetEM(nn.Module):
     return MatrixCapsOutput(out[1], out[0], None, couplings)
 
 
+class EfficientCapsNet(nn.Module):
+  """Efficient-CapsNet (Mazzia et al. 2021, Sec. 3; the authors' MNIST graph).
+
+  Four ReLU convolutions, each followed by batch norm -> depthwise PrimaryCaps
+  (one VALID depthwise convolution whose channels are grouped into capsules,
+  Efficient-CapsNet's squash) -> fully connected capsules with self-attention
+  routing -> lengths as class scores; the CapsNet decoder reconstructs from
+  the masked capsules. The defaults are the MNIST network of 161,824
+  trainable parameters without the decoder: 28x28 -> 24 -> 22 -> 20 -> 9x9
+  (stride 2) -> 128 channels -> 1x1 depthwise 9x9 -> 16 primary capsules of
+  8D -> 10 capsules of 16D.
+
+  Attributes:
+    num_classes: K, number of class capsules.
+    input_shape: `(H, W, C)` of the images.
+    routing: a name in `routing.ROUTINGS` ('self_attention' in the paper).
+    routing_iters: passed to the routing (self-attention has none).
+    conv_channels, conv_kernels, conv_strides: the ReLU convolutions (VALID).
+    primary_kernel: the depthwise PrimaryCaps kernel side (stride 1, VALID).
+    primary_dim: primary capsule dimension; divides conv_channels[-1].
+    digit_dim: D, class capsule dimension.
+    decoder_hidden: widths of the decoder's ReLU layers.
+    batch_norm_momentum, batch_norm_epsilon: Keras's defaults (0.99, 1e-3),
+      which the authors use.
+  """
+  num_classes: int = 10
+  input_shape: Sequence[int] = (28, 28, 1)
+  routing: str = 'self_attention'
+  routing_iters: int = 1
+  conv_channels: Sequence[int] = (32, 64, 64, 128)
+  conv_kernels: Sequence[int] = (5, 3, 3, 3)
+  conv_strides: Sequence[int] = (1, 1, 1, 2)
+  primary_kernel: int = 9
+  primary_dim: int = 8
+  digit_dim: int = 16
+  decoder_hidden: Sequence[int] = (512, 1024)
+  batch_norm_momentum: float = 0.99
+  batch_norm_epsilon: float = 1e-3
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: Optional[jax.Array] = None, *,
+               train: bool = False, reconstruct: bool = True,
+               return_couplings: bool = False) -> CapsNetOutput:
+    """Classifies and reconstructs `images: [B, H, W, C]` in [0, 1].
+
+    Args:
+      images: `[B, H, W, C]`.
+      labels: `[B]` int; the decoder sees this class's capsule (training),
+        or the longest one if None.
+      train: batch norm normalises with the batch's statistics and updates
+        the running averages (apply with `mutable=['batch_stats']`); False
+        uses the running averages.
+      reconstruct: run the decoder.
+      return_couplings: also return the routing coefficients.
+
+    Returns:
+      A `CapsNetOutput`.
+    """
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
+      raise errors.InputShapeError(
+          f'images have shape {tuple(images.shape)} but the model was built '
+          f'for [B, {", ".join(map(str, self.input_shape))}]; build '
+          f'EfficientCapsNet with input_shape={tuple(images.shape[1:])} or '
+          f'resize the images.')
+    he_normal = nn.initializers.he_normal()
+    h = images
+    for k, (channels, kernel, stride) in enumerate(zip(
+        self.conv_channels, self.conv_kernels, self.conv_strides)):
+      h = nn.relu(nn.Conv(channels, (kernel, kernel), (stride, stride),
+                          padding='VALID', kernel_init=he_normal,
+                          name=f'conv{k + 1}')(h))
+      # After the ReLU, as in the authors' graph.
+      h = nn.BatchNorm(use_running_average=not train,
+                       momentum=self.batch_norm_momentum,
+                       epsilon=self.batch_norm_epsilon, name=f'bn{k + 1}')(h)
+    channels = h.shape[-1]
+    h = nn.Conv(channels, (self.primary_kernel,) * 2, padding='VALID',
+                feature_group_count=channels, name='primary_caps')(h)
+    # Channel t * dim + d of every position is component d of capsule t.
+    primary = ops.efficient_squash(
+        h.reshape(h.shape[0], -1, self.primary_dim))
+    # Keras's he_normal of the authors' W [K, num_in, dim_in, D]: fan-in
+    # K * num_in * dim_in, which these axes of ours reproduce.
+    digits = layers.Capsules(
+        self.num_classes, self.digit_dim, self.routing_iters, self.routing,
+        kernel_init=nn.initializers.he_normal(in_axis=-1, out_axis=-2),
+        name='digit_caps')(primary, return_couplings=return_couplings)
+    couplings = None
+    if return_couplings:
+      digits, couplings = digits
+    lengths = ops.safe_norm(digits)
+    reconstructions = None
+    if reconstruct or self.is_initializing():
+      select = jnp.argmax(lengths, axis=-1) if labels is None else labels
+      reconstructions = layers.Decoder(
+          tuple(self.input_shape), tuple(self.decoder_hidden),
+          name='decoder')(digits, select)
+    return CapsNetOutput(digits, lengths, reconstructions, couplings)
+
+
+def efficient_grid(input_shape: Sequence[int], kernels: Sequence[int],
+                   strides: Sequence[int], primary_kernel: int
+                   ) -> tuple[int, int]:
+  """EfficientCapsNet's PrimaryCaps grid (H', W') for `input_shape`.
+
+  Raises:
+    errors.InputShapeError: with the arithmetic, if a size drops to 0.
+  """
+  grid = []
+  for axis, size in zip('HW', input_shape[:2]):
+    sizes = [size]
+    for kernel, stride in (*zip(kernels, strides), (primary_kernel, 1)):
+      sizes.append(conv.conv_output_size(sizes[-1], kernel, stride))
+    if min(sizes) <= 0:
+      raise errors.InputShapeError(
+          f'input {axis}={size} is too small for EfficientCapsNet\'s VALID '
+          f'convolutions (sizes {" -> ".join(map(str, sizes))}); use larger '
+          f'images or smaller --config.model.conv_kernels / primary_kernel.')
+    grid.append(sizes[-1])
+  return tuple(grid)
+
+
 # ------------------------------------------------------------------ registry --
 
 
@@ -362,6 +485,48 @@ def _matrix_capsnet_em(model_config, image_shape,
   return model
 
 
+def _int_tuple(model_config, name: str, length: Optional[int] = None) -> tuple:
+  value = tuple(model_config[name])
+  if (not value or not all(isinstance(w, int) and not isinstance(w, bool)
+                           and w >= 1 for w in value)
+      or (length is not None and len(value) != length)):
+    size = f'{length} ' if length else ''
+    raise errors.ConfigError(
+        f'config.model.{name} must be {size}ints >= 1, got {value!r}; set '
+        f"--config.model.{name}='(...)' with {length or 'one or more'} "
+        f'entries.')
+  return value
+
+
+def _efficient_capsnet(model_config, image_shape,
+                       num_classes) -> EfficientCapsNet:
+  _int_fields(model_config, ('routing_iters', 'primary_kernel',
+                             'primary_dim', 'digit_dim'))
+  _choice(model_config, 'routing', tuple(routing.ROUTINGS))
+  channels = _int_tuple(model_config, 'conv_channels')
+  kernels = _int_tuple(model_config, 'conv_kernels', len(channels))
+  strides = _int_tuple(model_config, 'conv_strides', len(channels))
+  hidden = _int_tuple(model_config, 'decoder_hidden')
+  if channels[-1] % model_config.primary_dim:
+    raise errors.ConfigError(
+        f'config.model.primary_dim {model_config.primary_dim} must divide the '
+        f'last of conv_channels ({channels[-1]}), whose channels it groups '
+        f'into capsules; set --config.model.primary_dim=8.')
+  model = EfficientCapsNet(
+      num_classes=num_classes,
+      input_shape=tuple(image_shape or (1, 1, 1)),
+      routing=model_config.routing,
+      routing_iters=model_config.routing_iters,
+      conv_channels=channels, conv_kernels=kernels, conv_strides=strides,
+      primary_kernel=model_config.primary_kernel,
+      primary_dim=model_config.primary_dim,
+      digit_dim=model_config.digit_dim,
+      decoder_hidden=hidden)
+  if image_shape is not None:
+    efficient_grid(model.input_shape, kernels, strides, model.primary_kernel)
+  return model
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """One entry of `MODELS`.
@@ -386,6 +551,8 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     'capsnet': ModelSpec(_capsnet, losses.margin_objective),
     'matrix_capsnet_em': ModelSpec(_matrix_capsnet_em, losses.spread_objective),
+    'efficient_capsnet': ModelSpec(_efficient_capsnet,
+                                   losses.margin_objective),
 }
 
 

@@ -50,3 +50,25 @@ def squash(s: jax.Array, axis: int = -1, eps: float = DEFAULT_EPS) -> jax.Array:
   sq_norm = jnp.sum(jnp.square(s), axis=axis, keepdims=True)
   scale = sq_norm / (1.0 + sq_norm) / jnp.sqrt(sq_norm + eps)
   return scale * s
+
+
+def efficient_squash(s: jax.Array, axis: int = -1,
+                     eps: float = DEFAULT_EPS) -> jax.Array:
+  """Efficient-CapsNet's squash: `v = (1 - 1 / e^|s|) s / |s|`.
+
+  Mazzia et al. (2021), Eq. 3. Unlike Eq. 1 of Sabour et al. it is still
+  steep near |s| = 0 (slope 1 rather than 0), which is what their shallow,
+  single-pass network needs. `|s|` is `safe_norm(s, eps)`, so
+  `efficient_squash(0) = 0` with a finite gradient.
+
+  Args:
+    s: capsule vectors, e.g. `[..., num_caps, dim]`.
+    axis: the capsule-dimension axis.
+    eps: added to `|s|^2` under the square root.
+
+  Returns:
+    `v`, the same shape and dtype as `s`, with `|v| < 1` along `axis`.
+  """
+  norm = safe_norm(s, axis=axis, eps=eps, keepdims=True)
+  # 1 - e^-n without the cancellation of 1 - exp(-n) for small n.
+  return -jnp.expm1(-norm) / norm * s

@@ -238,11 +238,168 @@ def em_routing(votes: jax.Array, activations: jax.Array, beta_u, beta_a,
   return mu, a_out
 
 
+def _check_u_hat(u_hat, name: str) -> jax.Array:
+  u_hat = jnp.asarray(u_hat)
+  if u_hat.ndim != 3:
+    raise ValueError(
+        f'u_hat must have shape [num_in, num_out, dim_out] for one example, '
+        f'got shape {tuple(u_hat.shape)}; for a batch use jax.vmap({name}, '
+        f'in_axes=(0, None)).')
+  return u_hat
+
+
+def _check_shape(name: str, value, shape) -> jax.Array:
+  value = jnp.asarray(value)
+  if value.shape != tuple(shape):
+    raise ValueError(f'{name} must have shape {tuple(shape)} to match u_hat, '
+                     f'got {tuple(value.shape)}.')
+  return value
+
+
+def self_attention_routing(u_hat: jax.Array, num_iters: int = 1, *,
+                           log_prior: jax.Array,
+                           return_couplings: bool = False,
+                           eps: float = ops.DEFAULT_EPS):
+  """Efficient-CapsNet's self-attention routing (Mazzia et al.), ONE example.
+
+  Non-iterative: the couplings come from the agreement of the predictions
+  with each other, in one pass (Eqs. 4-6 of the paper; the authors' FCCaps):
+
+    A_j = U_j U_j^T / sqrt(dim)      U_j = u_hat[:, j]: [num_in, dim]
+    c_ij = softmax_j(sum_k A_j[i, k])   over the OUTPUT capsules j
+    s_j = sum_i u_hat_ij (c_ij + b_ij)   b: the learned log prior
+    v_j = efficient_squash(s_j)
+
+  `sum_k A_j[i, k] = u_hat_ij . sum_k u_hat_kj`, computed without the
+  `[num_in, num_in]` matrix. As in the authors' code the prior b is added to
+  the couplings after the softmax, not to the logits.
+
+  Args:
+    u_hat: `[num_in, num_out, dim]` predictions `W_ij u_i`.
+    num_iters: accepted for the common routing interface (`ROUTINGS`) and
+      checked like the others' (a Python int >= 1), but the algorithm has no
+      iterations: every value gives the same result.
+    log_prior: `[num_in, num_out]`, the paper's B (zeros at initialisation,
+      a parameter of the layer).
+    return_couplings: also return the couplings c.
+    eps: passed to `ops.efficient_squash`.
+
+  Returns:
+    `v: [num_out, dim]`; with `return_couplings`, `(v, c)` with
+    `c: [1, num_in, num_out]` (the softmax, rows summing to 1 over num_out;
+    the prior is not included).
+
+  Raises:
+    ValueError: `num_iters` not an int >= 1 known at trace time, or shapes
+      that do not fit.
+  """
+  _check_num_iters(num_iters)
+  u_hat = _check_u_hat(u_hat, 'self_attention_routing')
+  log_prior = _check_shape('log_prior', log_prior, u_hat.shape[:2])
+  dim = u_hat.shape[-1]
+  logits = jnp.einsum('ijd,jd->ij', u_hat, jnp.sum(u_hat, axis=0))
+  c = jax.nn.softmax(logits / jnp.sqrt(jnp.asarray(dim, u_hat.dtype)), axis=1)
+  v = ops.efficient_squash(
+      jnp.einsum('ij,ijd->jd', c + log_prior, u_hat), eps=eps)
+  if return_couplings:
+    return v, c[None]
+  return v
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array,
+               eps: float = 1e-5) -> jax.Array:
+  """`(x - mean) / sqrt(var + eps) * scale + offset` over the last axis.
+
+  The biased variance and eps = 1e-5 of `torch.nn.LayerNorm`, as in the
+  inverted dot-product routing's official code.
+  """
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps) * scale + offset
+
+
+def inverted_dot_product_routing(u_hat: jax.Array, num_iters: int, *,
+                                 norm_scale: jax.Array,
+                                 norm_offset: jax.Array,
+                                 return_couplings: bool = False,
+                                 eps: float = 1e-5):
+  """Inverted dot-product attention routing (Tsai et al. 2020), ONE example.
+
+  The parents' poses start from uniform couplings and are then refined
+  `num_iters - 1` times (Procedure 1 of the paper; the authors' CapsuleFC):
+
+    t = 0:  c_ij = 1 / num_out
+    t > 0:  c_ij = softmax_j(u_hat_ij . v_j / sqrt(dim))   over the OUTPUT
+                                                         capsules j
+    v_j = LayerNorm(sum_i c_ij u_hat_ij)   (every t)
+
+  The 1/sqrt(dim) scale and the layer norm (one scale and offset shared by
+  all parents) are the authors' code; unlike dynamic routing the agreement
+  is not accumulated over iterations, and there is no squash.
+
+  Args:
+    u_hat: `[num_in, num_out, dim]` predictions `W_ij u_i`.
+    num_iters: total iterations, a Python int >= 1 (static under jit); 1 is
+      the uniform-coupling pass alone. The paper uses 2 (CIFAR-10) to 3.
+    norm_scale: `[dim]` layer-norm scale (ones at initialisation).
+    norm_offset: `[dim]` layer-norm offset (zeros at initialisation).
+    return_couplings: also return the couplings of every iteration.
+    eps: the layer norm's epsilon (PyTorch's 1e-5).
+
+  Returns:
+    `v: [num_out, dim]`; with `return_couplings`, `(v, c)` with
+    `c: [num_iters, num_in, num_out]`, rows summing to 1 over num_out.
+
+  Raises:
+    ValueError: `num_iters` not an int >= 1 known at trace time, or shapes
+      that do not fit.
+  """
+  num_iters = _check_num_iters(num_iters)
+  u_hat = _check_u_hat(u_hat, 'inverted_dot_product_routing')
+  dim = u_hat.shape[-1]
+  norm_scale = _check_shape('norm_scale', norm_scale, (dim,))
+  norm_offset = _check_shape('norm_offset', norm_offset, (dim,))
+  scale = 1.0 / jnp.sqrt(jnp.asarray(dim, u_hat.dtype))
+  c = jnp.full(u_hat.shape[:2], 1.0 / u_hat.shape[1], u_hat.dtype)
+  couplings = []
+  for t in range(num_iters):
+    if t > 0:
+      agreement = jnp.einsum('ijd,jd->ij', u_hat, v) * scale
+      c = jax.nn.softmax(agreement, axis=1)
+    couplings.append(c)
+    v = layer_norm(jnp.einsum('ij,ijd->jd', c, u_hat), norm_scale,
+                   norm_offset, eps)
+  if return_couplings:
+    return v, jnp.stack(couplings)
+  return v
+
+
 # config.model.routing -> the routing function. Each takes
-# `(u_hat: [num_in, num_out, dim], num_iters, *, return_couplings=False)`.
+# `(u_hat: [num_in, num_out, dim], num_iters, *, return_couplings=False,
+#   **params)`, with the keyword arguments `PARAMS[name]` describes.
 ROUTINGS = {
     'dynamic': dynamic_routing,
+    'self_attention': self_attention_routing,
+    'inverted_dot_product': inverted_dot_product_routing,
 }
+
+# A routing's learned arguments beyond u_hat, for the layer that owns them:
+# name -> `(num_in, num_out, dim) -> {argument: (shape, initializer)}`, with
+# `jax.nn.initializers`. A routing missing here has none ('dynamic').
+PARAMS = {
+    'self_attention': lambda num_in, num_out, dim: {
+        'log_prior': ((num_in, num_out), jax.nn.initializers.zeros)},
+    'inverted_dot_product': lambda num_in, num_out, dim: {
+        'norm_scale': ((dim,), jax.nn.initializers.ones),
+        'norm_offset': ((dim,), jax.nn.initializers.zeros)},
+}
+
+
+def routing_params(name: str, num_in: int, num_out: int, dim: int) -> dict:
+  """`{argument: (shape, initializer)}` of routing `name` (empty if none)."""
+  get_routing(name)
+  spec = PARAMS.get(name)
+  return spec(num_in, num_out, dim) if spec else {}
 
 
 def get_routing(name: str):

@@ -7,6 +7,7 @@ workdir (see `capsjax.workdir` for the files).
 import functools
 import math
 import time
+from typing import Any
 
 from absl import logging
 import flax.linen as nn
@@ -76,17 +77,42 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       decay_rate=config.lr_decay_rate, staircase=True)
 
 
+class BatchStatsTrainState(train_state.TrainState):
+  """A TrainState that also carries batch norm's running statistics.
+
+  Used only for models with a 'batch_stats' collection, so that the
+  checkpoints of the others keep their tree.
+  """
+  batch_stats: Any = None
+
+
 def create_train_state(config: ml_collections.ConfigDict,
                        model: nn.Module,
                        rng: jax.Array) -> train_state.TrainState:
   images = jnp.zeros((1, *model.input_shape), jnp.float32)
   # Jitted: run eagerly, the init's forward pass dispatches hundreds of small
   # ops one by one (seconds on CPU for the 81-tap PrimaryCaps).
-  params = jax.jit(model.init)(rng, images,
-                               jnp.zeros((1,), jnp.int32))['params']
+  variables = jax.jit(model.init)(rng, images, jnp.zeros((1,), jnp.int32))
   tx = optax.adam(learning_rate_schedule(config))
-  return train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                       tx=tx)
+  if 'batch_stats' in variables:
+    return BatchStatsTrainState.create(
+        apply_fn=model.apply, params=variables['params'], tx=tx,
+        batch_stats=variables['batch_stats'])
+  return train_state.TrainState.create(apply_fn=model.apply,
+                                       params=variables['params'], tx=tx)
+
+
+def model_variables(state: train_state.TrainState, params=None) -> dict:
+  """What `model.apply` takes: `{'params'}` plus 'batch_stats' if it has any.
+
+  Args:
+    state: a TrainState from `create_train_state`.
+    params: used instead of `state.params` (the ones being differentiated).
+  """
+  variables = {'params': state.params if params is None else params}
+  if isinstance(state, BatchStatsTrainState):
+    variables['batch_stats'] = state.batch_stats
+  return variables
 
 
 def per_example_metrics(objective, outputs, batch, loss_config, step):
@@ -114,24 +140,34 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
   batch 512 on CPU: 1.35 GiB with n = 4, 1.58 GiB without). Part t holds rows
   t, t + n, t + 2n, ..., so every device's shard of the batch contributes
   equally to every part.
+
+  A model with batch norm (`BatchStatsTrainState`) normalises with each
+  part's statistics, and its running averages become the mean of the parts'
+  updates.
   """
   reconstruct = loss_config.reconstruction_weight > 0
+  has_stats = isinstance(state, BatchStatsTrainState)
 
   def grads_and_metrics(part, part_rng):
     def loss_fn(params):
-      outputs = state.apply_fn({'params': params}, part['image'],
+      outputs = state.apply_fn(model_variables(state, params), part['image'],
                                part['label'], train=True,
                                reconstruct=reconstruct,
-                               rngs={'dropout': part_rng})
+                               rngs={'dropout': part_rng},
+                               mutable=['batch_stats'] if has_stats else False)
+      updates = {}
+      if has_stats:
+        outputs, updates = outputs
       per_example = per_example_metrics(objective, outputs, part, loss_config,
                                         state.step)
       means = jax.tree.map(jnp.mean, per_example)
-      return means['loss'], means
-    return jax.grad(loss_fn, has_aux=True)(state.params)
+      return means['loss'], (means, updates.get('batch_stats'))
+    grads, (means, stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    return grads, means, stats
 
   n = num_microbatches
   if n == 1:
-    grads, metrics = grads_and_metrics(batch, rng)
+    grads, metrics, batch_stats = grads_and_metrics(batch, rng)
   else:
     parts = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]), batch)
     # Unrolled on purpose: as a lax.scan, XLA:CPU ran this step 10x slower.
@@ -140,9 +176,11 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
       out = grads_and_metrics(jax.tree.map(lambda x: x[:, t], parts),
                               jax.random.fold_in(rng, t))
       total = out if total is None else jax.tree.map(jnp.add, total, out)
-    grads, metrics = jax.tree.map(lambda x: x / n, total)
+    grads, metrics, batch_stats = jax.tree.map(lambda x: x / n, total)
   metrics['grad_norm'] = optax.tree.norm(grads)
   state = state.apply_gradients(grads=grads)
+  if has_stats:
+    state = state.replace(batch_stats=batch_stats)
   metrics['param_norm'] = optax.tree.norm(state.params)
   return state, metrics
 
@@ -152,9 +190,10 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   """Sums of the per-example metrics over the real (mask = 1) examples.
 
   The decoder is masked by the predicted class, as at test time in the paper.
+  Batch norm uses its running averages (`train=False`).
   """
   reconstruct = loss_config.reconstruction_weight > 0
-  outputs = state.apply_fn({'params': state.params}, batch['image'],
+  outputs = state.apply_fn(model_variables(state), batch['image'],
                            reconstruct=reconstruct)
   per_example = per_example_metrics(objective, outputs, batch, loss_config,
                                     state.step)

@@ -1,7 +1,7 @@
 """A trained run loaded back from its workdir, for analyses and figures.
 
     run = trained.load('/tmp/capsnet_quickstart')
-    out = run.model.apply({'params': run.params}, images)
+    out = run.model.apply(run.variables, images)
 
 WORKDIR/config.json rebuilds the dataset and the model; the latest checkpoint
 under WORKDIR/checkpoints/ supplies the parameters.
@@ -36,6 +36,7 @@ class TrainedRun:
     model: the model the config builds for that dataset.
     params: the parameters of the latest checkpoint.
     step: the training step of that checkpoint.
+    batch_stats: batch norm's running averages, for models that have them.
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -43,6 +44,14 @@ class TrainedRun:
   model: nn.Module
   params: Any
   step: int
+  batch_stats: Any = None
+
+  @property
+  def variables(self) -> dict:
+    """`model.apply`'s variables: params, and batch_stats if any."""
+    if self.batch_stats is None:
+      return {'params': self.params}
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -111,4 +120,5 @@ def load(workdir: str) -> TrainedRun:
   finally:
     ckpt.close()
   return TrainedRun(workdir=workdir, config=config, dataset=dataset,
-                    model=model, params=state.params, step=int(state.step))
+                    model=model, params=state.params, step=int(state.step),
+                    batch_stats=getattr(state, 'batch_stats', None))

@@ -1,20 +1,28 @@
-r"""Speed of the paper's MNIST CapsNet: images/s, compile time, memory, FLOP/s.
+r"""Speed of capsjax's models: images/s, compile time, memory, FLOP/s.
 
     python experiments/benchmark.py                 # train and eval at batch
                                                     # 32/128/512, routing 1/3/5
     python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3
     python experiments/benchmark.py --json          # one JSON object per line
+    python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3 \
+        --routing=dynamic,self_attention,inverted_dot_product  # algorithms
+    python experiments/benchmark.py --model=efficient_capsnet --batch=16 \
+        --routing_iters=1                           # another model
     python experiments/benchmark.py --batch=128 --routing_iters=3 --repeats=5 \
         --compare_torch=/tmp/torch-venv/bin/python  # side by side with the
                                                     # PyTorch reference
 
 Each configuration runs in a fresh subprocess (so compile time and peak
 memory are its own) and times the real `train.train_step` / `train.eval_step`
-of `configs/mnist.py` on random images: warm-up steps, then the median of
-`--steps` timed steps. Model FLOP/s count the matmul and convolution
-multiply-adds of the network (training = forward + 2x backward, Conv1 without
-an input gradient) and are compared with the FLOP/s of a dense 2048^3 matmul
-timed in the same process at the same precision: the practical peak.
+of the model's config (`--model`: capsnet is `configs/mnist.py`,
+efficient_capsnet `configs/efficient_capsnet.py`) with `--routing` as
+`config.model.routing` (default: the config's), on random 28x28 images:
+warm-up steps, then the median of `--steps` timed steps. Model FLOP/s count
+the matmul and convolution multiply-adds of the network (CapsNet: by formula,
+training = forward + 2x backward, Conv1 without an input gradient; other
+models: XLA's cost analysis of the compiled step) and are compared with the
+FLOP/s of a dense 2048^3 matmul timed in the same process at the same
+precision: the practical peak.
 
 With `--compare_torch`, the PyTorch reference runs right after each of our
 runs, `--repeats` times in alternation, and the speed-up is the median of the
@@ -40,6 +48,10 @@ flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
+flags.DEFINE_string('model', 'capsnet', 'The model: ' + ', '.join(
+    'capsnet efficient_capsnet'.split()) + ' (config.model.name).')
+flags.DEFINE_list('routing', [], 'Routing algorithms, names in '
+                  'capsjax.routing.ROUTINGS (default: the config\'s).')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'PrimaryCaps matmul inputs (config.model.compute_dtype).')
 flags.DEFINE_integer('microbatch_size', 0, 'Training: split each batch into '
@@ -57,8 +69,20 @@ flags.DEFINE_string('torch_script', os.path.join(
 flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                       'configs', 'mnist.py')
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                        'configs')
+# --model -> the config whose model and loss it times.
+MODEL_CONFIGS = {'capsnet': 'mnist.py',
+                 'efficient_capsnet': 'efficient_capsnet.py'}
+
+
+def load_config(model_name: str):
+  """The config of `--model`; SystemExit naming the choices if unknown."""
+  if model_name not in MODEL_CONFIGS:
+    sys.exit(f'error: unknown --model {model_name!r}; use one of '
+             f'{", ".join(MODEL_CONFIGS)}.')
+  return runpy.run_path(os.path.join(_CONFIGS, MODEL_CONFIGS[model_name]))[
+      'get_config']()
 
 
 def model_flops(model, batch_size: int, train: bool) -> float:
@@ -75,8 +99,11 @@ def model_flops(model, batch_size: int, train: bool) -> float:
       'conv1': h1 * w1 * model.conv1_kernel**2 * c * model.conv1_channels,
       'primary': h2 * w2 * k2 * k2 * model.conv1_channels * primary_channels,
       'u_hat': num_primary * digits * model.primary_dim,
-      # Weighted sums every iteration, agreements all but the last.
-      'routing': num_primary * digits * (2 * model.routing_iters - 1),
+      # Weighted sums every iteration, agreements all but the last; the
+      # self-attention routing has one of each, whatever routing_iters.
+      'routing': num_primary * digits * (
+          2 if model.routing == 'self_attention'
+          else 2 * model.routing_iters - 1),
       'decoder': sum(a * b for a, b in zip(widths[:-1], widths[1:])),
   }
   if train:  # Backward: input and weight gradients; Conv1 has no input grad.
@@ -114,8 +141,13 @@ def _time(fn, *, warmup: int, steps: int) -> list[float]:
 
 def measure(mode: str, batch_size: int, routing_iters: int, *,
             compute_dtype: str = 'float32', microbatch_size: int = 0,
-            steps: int = 5, warmup: int = 2, config=None) -> dict:
-  """Times one configuration in this process; returns a result row."""
+            steps: int = 5, warmup: int = 2, config=None,
+            model_name: str = 'capsnet', routing: str | None = None) -> dict:
+  """Times one configuration in this process; returns a result row.
+
+  `config` defaults to `--model`'s (`model_name`); `routing` (a name in
+  `capsjax.routing.ROUTINGS`) replaces its `model.routing` if given.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -123,9 +155,12 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   from capsjax import train  # pylint: disable=g-import-not-at-top
 
   if config is None:
-    config = runpy.run_path(_CONFIG)['get_config']()
+    config = load_config(model_name)
   config.model.routing_iters = routing_iters
-  config.model.compute_dtype = compute_dtype
+  if routing is not None:
+    config.model.routing = routing
+  if 'compute_dtype' in config.model:
+    config.model.compute_dtype = compute_dtype
   # Parts of the batch, as train_and_evaluate derives them. A batch that
   # microbatch_size does not divide (32 with 128) runs whole, so that one
   # sweep covers every batch size.
@@ -141,29 +176,38 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
 
   objective = models.spec(config.model).objective
   if mode == 'train':
-    step = jax.jit(functools.partial(
-        train.train_step, rng=jax.random.key(1), objective=objective,
-        loss_config=config.loss, num_microbatches=parts), donate_argnums=0)
+    step = jax.jit(functools.partial(train.train_step, objective=objective,
+                                     loss_config=config.loss,
+                                     num_microbatches=parts),
+                   donate_argnums=0)
+    args = (state, batch, jax.random.key(1))
   else:
     step = jax.jit(functools.partial(train.eval_step, objective=objective,
                                      loss_config=config.loss))
+    args = (state, batch)
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
 
   if mode == 'train':
     def run():
       nonlocal state
-      state, metrics = compiled(state, batch)
+      state, metrics = compiled(state, batch, args[2])
       return metrics
   else:
     run = functools.partial(compiled, state, batch)
   seconds = _median(_time(run, warmup=warmup, steps=steps))
 
-  flops = model_flops(model, batch_size, train=mode == 'train')
+  if config.model.name == 'capsnet':
+    flops = model_flops(model, batch_size, train=mode == 'train')
+  else:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get('flops', float('nan')))
   peak = matmul_flops_per_s(compute_dtype)
   return {
-      'framework': 'capsjax', 'mode': mode, 'batch': batch_size,
+      'framework': 'capsjax', 'model': config.model.name,
+      'algorithm': config.model.routing, 'mode': mode, 'batch': batch_size,
       'routing': routing_iters, 'compute_dtype': compute_dtype,
       'microbatch_size': batch_size // parts if mode == 'train' else 0,
       'device': f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}',
@@ -178,8 +222,9 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   }
 
 
-def _run_child(mode, batch_size, routing_iters) -> dict:
+def _run_child(mode, batch_size, routing_iters, algorithm) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
+         f'--model={FLAGS.model}', f'--routing={algorithm or ""}',
          f'--mode={mode}', f'--batch={batch_size}',
          f'--routing_iters={routing_iters}', f'--compute_dtype={FLAGS.compute_dtype}',
          f'--microbatch_size={FLAGS.microbatch_size}',
@@ -221,7 +266,8 @@ def _last_json_line(proc, cmd) -> dict:
   return json.loads(lines[-1])
 
 
-_COLUMNS = [('mode', '{}'), ('batch', '{}'), ('routing', '{}'),
+_COLUMNS = [('model', '{}'), ('algorithm', '{}'), ('mode', '{}'),
+            ('batch', '{}'), ('routing', '{}'),
             ('images_per_s', '{:.1f}'), ('step_ms', '{:.0f}'),
             ('compile_s', '{:.1f}'), ('peak_rss_mib', '{:.0f}'),
             ('model_gflop_per_s', '{:.0f}'),
@@ -257,30 +303,47 @@ def main(argv):
   if min(batches) < 1 or min(routings) < 1 or FLAGS.repeats < 1:
     sys.exit('error: batch sizes, routing iterations and --repeats must be '
              '>= 1.')
+  algorithms = [a for a in FLAGS.routing if a] or [None]
+  load_config(FLAGS.model)  # Exits on an unknown --model.
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
+  # After configure(): importing capsjax starts JAX.
+  from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
+  unknown = [a for a in algorithms if a and a not in routing_lib.ROUTINGS]
+  if unknown:
+    sys.exit(f'error: unknown --routing {unknown[0]!r}; use names in '
+             f'{", ".join(routing_lib.ROUTINGS)} (iterations are '
+             f'--routing_iters).')
   modes = [FLAGS.mode] if FLAGS.mode else ['train', 'eval']
   if FLAGS.child:
     print(json.dumps(measure(modes[0], batches[0], routings[0],
                              compute_dtype=FLAGS.compute_dtype,
                              microbatch_size=FLAGS.microbatch_size,
-                             steps=FLAGS.steps, warmup=FLAGS.warmup)))
+                             steps=FLAGS.steps, warmup=FLAGS.warmup,
+                             model_name=FLAGS.model,
+                             routing=algorithms[0])))
     return
   if FLAGS.compare_torch and not os.path.exists(FLAGS.torch_script):
     sys.exit(f'error: no PyTorch reference at {FLAGS.torch_script}; pass '
              f'--torch_script=PATH.')
+  if FLAGS.compare_torch and (FLAGS.model != 'capsnet' or any(
+      a not in (None, 'dynamic') for a in algorithms)):
+    sys.exit('error: the PyTorch reference is the CapsNet with dynamic '
+             'routing; drop --compare_torch or use --model=capsnet '
+             '--routing=dynamic.')
   rows = []
   for mode in modes:
     for batch_size in batches:
       for routing_iters in routings:
-        ours, torch = [], []
-        for _ in range(FLAGS.repeats):
-          ours.append(_run_child(mode, batch_size, routing_iters))
-          if FLAGS.compare_torch:
-            torch.append(_run_torch(mode, batch_size, routing_iters))
-        row = combine_repeats(ours, torch)
-        if FLAGS.json:
-          print(json.dumps(row), flush=True)
-        rows.append(row)
+        for algorithm in algorithms:
+          ours, torch = [], []
+          for _ in range(FLAGS.repeats):
+            ours.append(_run_child(mode, batch_size, routing_iters, algorithm))
+            if FLAGS.compare_torch:
+              torch.append(_run_torch(mode, batch_size, routing_iters))
+          row = combine_repeats(ours, torch)
+          if FLAGS.json:
+            print(json.dumps(row), flush=True)
+          rows.append(row)
   if not FLAGS.json:
     _print_table(rows)
 

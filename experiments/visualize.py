@@ -1,4 +1,7 @@
-r"""Figures of a trained CapsNet, from a workdir's latest checkpoint.
+r"""Figures of a trained capsule network, from a workdir's latest checkpoint.
+
+Any model of `capsjax.models` with class capsules and a decoder (CapsNet with
+any vector routing, Efficient-CapsNet).
 
     python experiments/visualize.py --workdir=/tmp/capsnet_quickstart --out=/tmp/figures
 
@@ -10,8 +13,10 @@ the decoder masked by the PREDICTED class as at test time:
   dimension_perturbations.png  the paper's Figure 4: each DigitCaps dimension
                                of the predicted class's capsule shifted by
                                -0.25 .. 0.25 in steps of 0.05, then decoded
-  couplings.png                one example's coupling coefficients at every
-                               routing iteration
+  couplings.png                one example's routing coefficients at every
+                               routing iteration, for whichever routing the
+                               run used (self-attention routing: its one
+                               pass)
   capsule_lengths.png          the class capsules' lengths for a few examples
   confusion_matrix.png         true against predicted class on the test split
 
@@ -80,7 +85,18 @@ def forward(run: trained.TrainedRun, images: np.ndarray, *,
   """The model on float `images: [B, H, W, C]`, decoder masked by prediction."""
   apply = jax.jit(functools.partial(run.model.apply, reconstruct=reconstruct,
                                     return_couplings=return_couplings))
-  return jax.device_get(apply({'params': run.params}, jnp.asarray(images)))
+  return jax.device_get(apply(run.variables, jnp.asarray(images)))
+
+
+def primary_grid_of(model) -> tuple[int, int]:
+  """The (H', W') grid of the model's primary capsules (1x1 if unknown)."""
+  if isinstance(model, models.CapsNet):
+    return models.primary_grid(model.input_shape, model.conv1_kernel,
+                               model.primary_kernel, model.primary_stride)
+  if isinstance(model, models.EfficientCapsNet):
+    return models.efficient_grid(model.input_shape, model.conv_kernels,
+                                 model.conv_strides, model.primary_kernel)
+  return (1, 1)
 
 
 def decode(run: trained.TrainedRun, capsules: np.ndarray,
@@ -103,7 +119,7 @@ def lengths_of_test_split(run: trained.TrainedRun) -> np.ndarray:
   lengths = []
   for batch in input_pipeline.eval_batches(run.dataset.test,
                                            run.config.eval_batch_size):
-    out = apply({'params': run.params}, batch['image']).lengths
+    out = apply(run.variables, batch['image']).lengths
     lengths.append(np.asarray(out)[batch['mask'] > 0])
   return np.concatenate(lengths)
 
@@ -394,13 +410,12 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
                  'dimension_perturbations.png.')
     del paths['reconstructions'], paths['dimension_perturbations']
 
-  grid = models.primary_grid(run.model.input_shape, run.model.conv1_kernel,
-                             run.model.primary_kernel,
-                             run.model.primary_stride)
+  num_iters = outputs.couplings.shape[1]
   plot_couplings(
-      images[0], outputs.couplings[0], int(predicted[0]), grid,
-      f'Routing: couplings of test example {chosen[0]} to its winning class '
-      f'({run.model.routing_iters} iteration(s))', paths['couplings'])
+      images[0], outputs.couplings[0], int(predicted[0]),
+      primary_grid_of(run.model),
+      f'{run.model.routing} routing: couplings of test example {chosen[0]} to '
+      f'its winning class ({num_iters} iteration(s))', paths['couplings'])
 
   lengths = lengths_of_test_split(run)
   all_predicted = np.argmax(lengths, -1)
