@@ -9,6 +9,7 @@ to change.
 """
 import math
 
+from capsjax import datasets
 from capsjax import errors
 from capsjax import models
 
@@ -74,6 +75,8 @@ def check_config(config) -> None:
         f'batch_size {config.batch_size}, got {micro!r}; set '
         f'--config.microbatch_size=0.')
   _int_at_least(config, 'dataset.max_shift', 0, 2)
+  if config.dataset.source == 'folder':
+    datasets.check_folder_config(config.dataset)
   for name in ('m_plus', 'm_minus', 'lambda_'):
     _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
                                                'lambda_': 0.5}[name])
