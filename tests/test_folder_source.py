@@ -86,7 +86,7 @@ def test_seeded_stratified_split_is_fixed(tmp_path):
 def test_small_classes_keep_one_training_image(tmp_path):
   write_classes(tmp_path, {'a': 1, 'b': 2})
   dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                        holdout_fraction=0.5))
+                                        holdout_fraction=0.6))
   np.testing.assert_array_equal(np.bincount(dataset.train.labels), [1, 1])
   np.testing.assert_array_equal(dataset.test.labels, [1])
 
@@ -138,6 +138,7 @@ def test_rgb_kept_converted_and_jpeg(tmp_path):
   kept = datasets.load(folder_config(tmp_path, image_size=(5, 5),
                                      holdout_fraction=0.5))
   assert kept.image_shape == (5, 5, 3)
+  assert kept.train.num_examples + kept.test.num_examples == 3  # .JPEG too
   # JPEG is lossy: red stays red within a few levels.
   np.testing.assert_allclose(kept.train.images[0].mean((0, 1)), [200, 0, 0],
                              atol=6)
