@@ -114,8 +114,9 @@ def train(num_steps: int, *, batch_size: int = 32, learning_rate=1e-3,
     losses.append(float(train_step(model, optimizer, images[index],
                                    labels[index])))
     if log_every and (step + 1) % log_every == 0:
-      print(f'step {step + 1:4d}: margin loss {np.mean(losses[-log_every:]):.4f}'
-            f' ({time.perf_counter() - start:.0f} s)')
+      mean = np.mean(losses[-log_every:])
+      print(f'step {step + 1:4d}: margin loss {mean:.4f} '
+            f'({time.perf_counter() - start:.0f} s)')
   return losses
 
 
