@@ -1,10 +1,13 @@
 """docs/tour.ipynb runs top to bottom (shrunk: CAPSJAX_TOUR_SMALL=1)."""
 import os
 
-import nbclient
-import nbformat
+import pytest
 
 from conftest import ROOT
+
+# The `dev` extra installs them (with ipykernel, the notebook's kernel).
+nbclient = pytest.importorskip('nbclient')
+nbformat = pytest.importorskip('nbformat')
 
 NOTEBOOK = os.path.join(ROOT, 'docs', 'tour.ipynb')
 
