@@ -20,7 +20,7 @@ def test_tour_notebook_executes(monkeypatch, tmp_path):
   monkeypatch.setenv('TMPDIR', str(tmp_path))
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   # Raises CellExecutionError, naming the cell, if any cell fails.
-  nbclient.NotebookClient(notebook, timeout=120, kernel_name='python3',
+  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': ROOT}}).execute()
   code_cells = [c for c in notebook.cells if c.cell_type == 'code']
   assert all(c.get('execution_count') for c in code_cells)
