@@ -5,9 +5,11 @@
   'tfds'      any TensorFlow Datasets image classification dataset
   'idx'       a directory of the four MNIST-format IDX files (optionally gzip)
   'embedded'  the 5,000-digit MNIST sample shipped in capsjax/data (offline)
+  'folder'    your own PNG/JPEG images, one subfolder per class
 
 Everything here is numpy; only the tfds loader imports TensorFlow (through
-tensorflow-datasets, the `tfds` extra), and only when it is used. Batching and
+tensorflow-datasets, the `tfds` extra) and only the folder loader imports
+Pillow (the `train` extra), each only when it is used. Batching and
 augmentation live in `input_pipeline`.
 """
 import dataclasses
@@ -119,13 +121,21 @@ class Dataset:
     train: the split to train on.
     test: the split to evaluate on.
     num_classes: labels are in `[0, num_classes)`.
+    class_names: the name of each class, by label, if the source has names
+      (folder names, tfds label names); else None.
   """
   name: str
   train: Split
   test: Split
   num_classes: int
+  class_names: tuple[str, ...] | None = None
 
   def __post_init__(self):
+    if (self.class_names is not None
+        and len(self.class_names) != self.num_classes):
+      raise errors.DataError(
+          f'{self.name}: {len(self.class_names)} class names for '
+          f'{self.num_classes} classes; pass one name per class.')
     if self.train.images.shape[1:] != self.test.images.shape[1:]:
       raise errors.DataError(
           f'{self.name}: train images are {self.train.images.shape[1:]} but '
@@ -171,11 +181,12 @@ def load(config) -> Dataset:
 
   Args:
     config: an `ml_collections.ConfigDict` (only its attributes are read)
-      with `source` ('tfds' | 'idx' | 'embedded') and that source's fields:
+      with `source` (a name in `SOURCES`) and that source's fields:
       tfds: `name`, `data_dir` ('' = tfds default), `train_split`,
-      `test_split`, and optionally `image_feature`, `label_feature`, `resize`
-      (see `TFDS_FEATURE_DEFAULTS`); idx: `directory`; embedded: `name` ('mnist_5k') and
-      `holdout_per_class`.
+      `test_split`, `image_feature`, `label_feature`, `read_size`; idx:
+      `directory`; embedded: `name` ('mnist_5k') and `holdout_per_class`;
+      folder: `directory`, `image_size`, `channels`, `resize` and
+      `holdout_fraction`.
 
   Returns:
     The `Dataset`, both splits as numpy arrays.
@@ -232,7 +243,7 @@ def _load_tfds(config) -> Dataset:
         f'tfds cannot build {name!r}: {_one_line(e)}; fix --config.dataset.name'
         f' (format name[/config][:version]).') from e
 
-  image_key, label_key, resize = _tfds_feature_options(config)
+  image_key, label_key, read_size = _tfds_feature_options(config)
   features = builder.info.features
   # Checked before any download: a dataset we cannot use is not worth fetching.
   if image_key not in features or label_key not in features:
@@ -260,13 +271,16 @@ def _load_tfds(config) -> Dataset:
 
   if not builder.is_prepared():
     _download_and_prepare(builder, name)
+  names = getattr(features['label'], 'names', None)
   return Dataset(
       name=f'tfds:{name}',
       train=_read_tfds_split(tfds, builder, name, train_split, 'train_split',
-                             image_key, label_key, resize),
+                             image_key, label_key, read_size),
       test=_read_tfds_split(tfds, builder, name, test_split, 'test_split',
-                            image_key, label_key, resize),
-      num_classes=int(num_classes))
+                            image_key, label_key, read_size),
+      num_classes=int(num_classes),
+      class_names=(tuple(map(str, names))
+                   if names and len(names) == num_classes else None))
 
 
 def _download_and_prepare(builder, name: str) -> None:
@@ -329,15 +343,15 @@ def _check_download_hosts_reachable(builder, name: str) -> None:
 # The tfds fields of config.dataset a config may lack (runs recorded before
 # they existed): an image classification dataset's own names, no resizing.
 TFDS_FEATURE_DEFAULTS = {'image_feature': 'image', 'label_feature': 'label',
-                         'resize': 0}
+                         'read_size': 0}
 
 
 def _tfds_feature_options(config) -> tuple[str, str, int]:
-  """(image feature, label feature, resize) of a tfds dataset config.
+  """(image feature, label feature, read_size) of a tfds dataset config.
 
   smallNORB, for one, names its features 'image' (and 'image2', the other
-  camera of the stereo pair) and 'label_category'. `resize` > 0 resizes the
-  images to `resize x resize` with area averaging as they are read (the
+  camera of the stereo pair) and 'label_category'. `read_size` > 0 resizes
+  the images to `read_size x read_size` with area averaging as they are read (the
   matrix capsules paper downscales smallNORB's 96x96 to 48x48).
   """
   values = {name: getattr(config, name, default)
@@ -348,17 +362,18 @@ def _tfds_feature_options(config) -> tuple[str, str, int]:
           f'config.dataset.{name} must be a feature name, got '
           f'{values[name]!r}; set --config.dataset.{name}='
           f'{TFDS_FEATURE_DEFAULTS[name]}.')
-  resize = values['resize']
-  if isinstance(resize, bool) or not isinstance(resize, int) or resize < 0:
+  read_size = values['read_size']
+  if (isinstance(read_size, bool) or not isinstance(read_size, int)
+      or read_size < 0):
     raise errors.DataError(
-        f'config.dataset.resize must be an int >= 0 (0 = keep the size), got '
-        f'{resize!r}; set --config.dataset.resize=0.')
-  return values['image_feature'], values['label_feature'], resize
+        f'config.dataset.read_size must be an int >= 0 (0 = keep the size), '
+        f'got {read_size!r}; set --config.dataset.read_size=0.')
+  return values['image_feature'], values['label_feature'], read_size
 
 
 def _read_tfds_split(tfds, builder, name: str, split: str, field: str,
                      image_key: str = 'image', label_key: str = 'label',
-                     resize: int = 0) -> Split:
+                     read_size: int = 0) -> Split:
   # `builder.info.splits` is empty when the split sizes are unknown (e.g.
   # under tfds.testing.mock_data); as_dataset then reports bad splits itself.
   if builder.info.splits:
@@ -374,11 +389,11 @@ def _read_tfds_split(tfds, builder, name: str, split: str, field: str,
   # under tfds.testing.mock_data, and TensorFlow then aborts the process.
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(lambda ex: (ex[image_key], ex[label_key]))
-  if resize:
+  if read_size:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     def resized(image, label):
-      image = tf.image.resize(image, (resize, resize), method='area')
+      image = tf.image.resize(image, (read_size, read_size), method='area')
       return tf.cast(tf.round(image), tf.uint8), label
     ds = ds.map(resized)
   ds = ds.batch(_TFDS_READ_CHUNK)
@@ -563,9 +578,289 @@ def _stratified_holdout(labels: np.ndarray, per_class: int) -> np.ndarray:
   return np.sort(np.concatenate(chosen))
 
 
+# ------------------------------------------------------------------ folder --
+
+# Files the folder source reads (case-insensitive); anything else, and hidden
+# files, are skipped.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+
+# The folder source's held-out images are drawn with this fixed seed, never
+# the training seed, so every run on a folder is evaluated on the same images.
+FOLDER_SPLIT_SEED = 0
+
+RESIZE_MODES = ('stretch', 'pad')
+CHANNEL_CHOICES = (0, 1, 3)
+
+# Pillow modes of one channel (plus alpha for 'LA'); every other mode is
+# read as RGB (palettes, CMYK, YCbCr; alpha is dropped).
+_GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16B', 'I;16L', 'F')
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  """How an image file becomes a `[H, W, C] uint8` array.
+
+  Attributes:
+    size: `(H, W)` of the result.
+    channels: 1 (grayscale), 3 (RGB), or 0 (the file's own: 1 for grayscale
+      files, 3 for colour ones).
+    resize: 'stretch' (resize to `size`, ignoring the aspect ratio) or 'pad'
+      (shrink or enlarge to fit inside `size` keeping the aspect ratio, then
+      centre on black).
+  """
+  size: tuple[int, int]
+  channels: int
+  resize: str
+
+
+def image_options(config) -> ImageOptions:
+  """The folder source's `ImageOptions` from a dataset config, checked.
+
+  Raises:
+    errors.ConfigError: naming the first bad field and a value that works.
+  """
+  size = _field(config, 'image_size')
+  try:
+    size = tuple(size)
+  except TypeError:
+    size = (size,)
+  if len(size) != 2 or not all(
+      isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+    raise errors.ConfigError(
+        f'config.dataset.image_size must be two ints >= 1 (H, W), got '
+        f'{_field(config, "image_size")!r}; set '
+        f"--config.dataset.image_size='(28, 28)'.")
+  channels = _field(config, 'channels')
+  if isinstance(channels, bool) or channels not in CHANNEL_CHOICES:
+    raise errors.ConfigError(
+        f'config.dataset.channels must be 1 (grayscale), 3 (RGB) or 0 (keep '
+        f'the files\' own), got {channels!r}; set --config.dataset.channels=0.')
+  resize = _field(config, 'resize')
+  if resize not in RESIZE_MODES:
+    raise errors.ConfigError(
+        f'config.dataset.resize must be one of {", ".join(RESIZE_MODES)}, got '
+        f'{resize!r}; set --config.dataset.resize=stretch.')
+  return ImageOptions(size=size, channels=int(channels), resize=resize)
+
+
+def check_folder_config(config) -> None:
+  """Checks the folder source's fields without reading any image.
+
+  Raises:
+    errors.ConfigError: naming the first bad field and a value that works.
+  """
+  image_options(config)
+  fraction = _field(config, 'holdout_fraction')
+  if (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+      or not 0 < fraction < 1):
+    raise errors.ConfigError(
+        f'config.dataset.holdout_fraction must be a number in (0, 1), got '
+        f'{fraction!r}; set --config.dataset.holdout_fraction=0.2.')
+  directory = _field(config, 'directory')
+  if not isinstance(directory, str) or not directory:
+    raise errors.ConfigError(
+        'config.dataset.directory is empty; set --config.dataset.directory=DIR '
+        'to a folder with one subfolder of images per class.')
+
+
+def _import_pil():
+  try:
+    import PIL.Image  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise errors.DataError(
+        'dataset.source=\'folder\' reads images with Pillow, which is not '
+        'installed; pip install "capsjax[train]" (or pip install pillow).'
+    ) from None
+  return PIL.Image
+
+
+def _file_channels(mode: str) -> int:
+  return 1 if mode in _GRAY_MODES else 3
+
+
+def read_image(path: str, options: ImageOptions) -> np.ndarray:
+  """One PNG or JPEG file as `[H, W, C] uint8`, converted as `options` say.
+
+  The folder source reads every image with this function, and `predict` its
+  inputs, so a model sees new images exactly as it saw its training images.
+
+  Raises:
+    errors.DataError: naming the file, if it cannot be read as an image.
+  """
+  pil_image = _import_pil()
+  try:
+    with pil_image.open(path) as image:
+      image.load()
+      if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
+        # 16-bit and float grays: Pillow's conversion to 'L' clips at 255.
+        array = np.asarray(image, np.float64)
+        top = 65535.0 if image.mode.startswith('I;16') else max(
+            float(array.max()), 1.0)
+        image = pil_image.fromarray(
+            np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8))
+      channels = options.channels or _file_channels(image.mode)
+      image = image.convert('L' if channels == 1 else 'RGB')
+      image = _fit(pil_image, image, options)
+  except (OSError, ValueError, SyntaxError,
+          pil_image.DecompressionBombError) as e:
+    # UnidentifiedImageError and truncated files are OSErrors.
+    raise errors.DataError(
+        f'cannot read image {path} ({_one_line(e) or type(e).__name__}); '
+        f'delete or replace it (PNG or JPEG).') from None
+  array = np.asarray(image, np.uint8)
+  return array.reshape(*array.shape[:2], channels)
+
+
+def _fit(pil_image, image, options: ImageOptions):
+  """`image` resized (stretched) or letterboxed to `options.size` (H, W)."""
+  height, width = options.size
+  if image.size == (width, height):
+    return image
+  resample = pil_image.Resampling.BILINEAR
+  if options.resize == 'stretch':
+    return image.resize((width, height), resample)
+  scale = min(width / image.width, height / image.height)
+  inner = (max(1, round(image.width * scale)),
+           max(1, round(image.height * scale)))
+  canvas = pil_image.new(image.mode, (width, height), 0)
+  canvas.paste(image.resize(inner, resample),
+               ((width - inner[0]) // 2, (height - inner[1]) // 2))
+  return canvas
+
+
+def image_files(directory: str) -> list[str]:
+  """The PNG/JPEG files directly in `directory`, sorted by name."""
+  return sorted(
+      os.path.join(directory, name) for name in os.listdir(directory)
+      if not name.startswith('.')
+      and name.lower().endswith(IMAGE_EXTENSIONS)
+      and os.path.isfile(os.path.join(directory, name)))
+
+
+def _subfolders(directory: str) -> list[str]:
+  return sorted(name for name in os.listdir(directory)
+                if not name.startswith('.')
+                and os.path.isdir(os.path.join(directory, name)))
+
+
+def _class_files(root: str) -> dict[str, list[str]]:
+  """Class name -> its image files, for a folder of class subfolders."""
+  classes = _subfolders(root)
+  if not classes:
+    raise errors.DataError(
+        f'{root} has no class subfolders; put each class\'s images in '
+        f'{root}/CLASS_NAME/ (PNG or JPEG), one subfolder per class.')
+  files = {}
+  for name in classes:
+    files[name] = image_files(os.path.join(root, name))
+    if not files[name]:
+      raise errors.DataError(
+          f'class folder {os.path.join(root, name)} has no PNG or JPEG '
+          f'images; add images to it or remove it.')
+  return files
+
+
+def _load_folder(config) -> Dataset:
+  """Your own images: one subfolder per class, optionally train/ and test/.
+
+  Class names are the sorted subfolder names, labels their positions. With
+  `directory/train/` and `directory/test/` those are the splits; otherwise a
+  stratified `holdout_fraction` of every class (at least one image of each
+  class stays in training) is held out, drawn with `FOLDER_SPLIT_SEED`.
+  Every image goes through `read_image` and is kept as uint8: N images of
+  H x W x C take N*H*W*C bytes.
+  """
+  check_folder_config(config)
+  directory = config.directory
+  options = image_options(config)
+  if not os.path.isdir(directory):
+    raise errors.DataError(
+        f'image folder {directory!r} does not exist; set '
+        f'--config.dataset.directory to a folder with one subfolder of images '
+        f'per class.')
+  top = _subfolders(directory)
+  if 'train' in top and 'test' in top:
+    train_files = _class_files(os.path.join(directory, 'train'))
+    test_files = _class_files(os.path.join(directory, 'test'))
+    unknown = sorted(set(test_files) - set(train_files))
+    if unknown:
+      raise errors.DataError(
+          f'{directory}/test has classes {unknown} that {directory}/train '
+          f'lacks; add them to train/ or remove them from test/.')
+    class_names = sorted(train_files)
+    _check_two_classes(directory, class_names)
+  else:
+    files = _class_files(directory)
+    class_names = sorted(files)
+    _check_two_classes(directory, class_names)
+    train_files, test_files = _split_files(files, config.holdout_fraction)
+    if not any(test_files.values()):
+      raise errors.DataError(
+          f'{directory}: holdout_fraction {config.holdout_fraction} holds out '
+          f'no image (every class needs 2 or more images to lend one); raise '
+          f'--config.dataset.holdout_fraction or add images.')
+  labels = {name: index for index, name in enumerate(class_names)}
+  first_with = {}  # Channel count -> the first file that has it.
+  return Dataset(
+      name=f'folder:{directory}',
+      train=_read_split(train_files, labels, options, first_with),
+      test=_read_split(test_files, labels, options, first_with),
+      num_classes=len(class_names), class_names=tuple(class_names))
+
+
+def _check_two_classes(directory: str, class_names: list[str]) -> None:
+  if len(class_names) < 2:
+    raise errors.DataError(
+        f'{directory} has {len(class_names)} class folder '
+        f'({", ".join(class_names)}); a classifier needs 2 or more, add a '
+        f'subfolder of images per class.')
+
+
+def _split_files(files: dict[str, list[str]], fraction: float):
+  """Stratified held-out split: `(train, test)` dicts like `files`."""
+  rng = np.random.default_rng(FOLDER_SPLIT_SEED)
+  train, test = {}, {}
+  for name in sorted(files):  # Sorted: the draws are reproducible.
+    members = files[name]
+    num_test = min(len(members) - 1, round(fraction * len(members)))
+    is_test = np.zeros(len(members), bool)
+    is_test[rng.permutation(len(members))[:num_test]] = True
+    train[name] = [f for f, held in zip(members, is_test) if not held]
+    test[name] = [f for f, held in zip(members, is_test) if held]
+  return train, test
+
+
+def _read_split(files: dict[str, list[str]], labels: dict[str, int],
+                options: ImageOptions, first_with: dict[int, str]) -> Split:
+  """The listed files as a `Split`.
+
+  Records in `first_with` the first file of each channel count it reads.
+  """
+  images, split_labels = [], []
+  for name in sorted(files):
+    for path in files[name]:
+      image = read_image(path, options)
+      first_with.setdefault(image.shape[-1], path)
+      images.append(image)
+      split_labels.append(labels[name])
+  if len(first_with) > 1:
+    # Before np.stack, whose shape error would not name the files.
+    _raise_mixed_channels(first_with)
+  return Split(images=np.stack(images),
+               labels=np.asarray(split_labels, np.int32))
+
+
+def _raise_mixed_channels(first_with: dict[int, str]):
+  raise errors.DataError(
+      f'the images mix channel counts (grayscale {first_with[1]}, colour '
+      f'{first_with[3]}); set --config.dataset.channels=1 (grayscale) or 3 '
+      f'(RGB) to convert them all.')
+
+
 # config.dataset.source -> loader(dataset_config) -> Dataset.
 SOURCES = {
     'tfds': _load_tfds,
     'idx': _load_idx,
     'embedded': _load_embedded,
+    'folder': _load_folder,
 }

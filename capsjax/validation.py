@@ -9,6 +9,7 @@ to change.
 """
 import math
 
+from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import models
@@ -75,6 +76,8 @@ def check_config(config) -> None:
         f'batch_size {config.batch_size}, got {micro!r}; set '
         f'--config.microbatch_size=0.')
   _int_at_least(config, 'dataset.max_shift', 0, 2)
+  if config.dataset.source == 'folder':
+    datasets.check_folder_config(config.dataset)
   for name in ('m_plus', 'm_minus', 'lambda_'):
     _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
                                                'lambda_': 0.5}[name])
@@ -84,20 +87,16 @@ def check_config(config) -> None:
 
 
 def _check_preprocess_and_spread(config) -> None:
-  # Optional fields (configs/smallnorb_em.py sets them): checked when present.
   dataset = config.dataset
-  if 'crop_size' in dataset:
-    _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
-  if 'resize' in dataset:
-    _int_at_least(config, 'dataset.resize', 0, 48, ' (0 = keep the size)')
-  if 'brightness_delta' in dataset:
-    _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
-  if 'contrast_delta' in dataset:
-    _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
-  if 'standardize' in dataset and not isinstance(dataset.standardize, bool):
+  _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
+  _int_at_least(config, 'dataset.read_size', 0, 48, ' (0 = keep the size)')
+  _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
+  _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
+  if not isinstance(dataset.standardize, bool):
     raise errors.ConfigError(
         f'config.dataset.standardize must be True or False, got '
         f'{dataset.standardize!r}; set --config.dataset.standardize=False.')
+  # The spread loss's fields exist only in configs of models trained with it.
   if 'spread_margin_steps' in config.loss:
     _int_at_least(config, 'loss.spread_margin_steps', 1, 10000)
     _number(config, 'loss.spread_margin_start', 0.0, 1.0, 0.2)

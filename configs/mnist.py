@@ -40,16 +40,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   config.dataset.source = 'tfds'      # a name in capsjax.datasets.SOURCES
   config.dataset.name = 'mnist'       # tfds name; 'mnist_5k' for embedded
-  config.dataset.directory = ''       # the four IDX files, for source='idx'
+  # source='idx': the four IDX files; source='folder': one subfolder of
+  # PNG/JPEG images per class (optionally under train/ and test/).
+  config.dataset.directory = ''
   config.dataset.data_dir = ''        # tfds data_dir; '' = tfds default
   config.dataset.train_split = 'train'
   config.dataset.test_split = 'test'
   config.dataset.holdout_per_class = 100  # embedded only: test examples/class
+  # source='folder' only. Without train/ and test/ subfolders this fraction
+  # of each class is held out for testing (the same images for every seed).
+  config.dataset.holdout_fraction = 0.2
+  config.dataset.image_size = (28, 28)  # (H, W) every image is brought to
+  config.dataset.resize = 'stretch'   # 'stretch' or 'pad' (keep aspect ratio)
+  config.dataset.channels = 0         # 1 gray, 3 RGB, 0 = the files' own
   config.dataset.max_shift = 2        # training shift augmentation, pixels
   # tfds feature names, and a square size to resize to when read (0 = keep).
   config.dataset.image_feature = 'image'
   config.dataset.label_feature = 'label'
-  config.dataset.resize = 0
+  config.dataset.read_size = 0
   # Preprocessing of input_pipeline (configs/smallnorb_em.py uses them):
   # square crops (random for training, central for testing; 0 = none),
   # brightness/contrast jitter, per-image standardisation.

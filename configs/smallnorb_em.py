@@ -40,7 +40,7 @@ def get_config():
   config.dataset.name = 'smallnorb'
   config.dataset.image_feature = 'image'        # 'image2': the other camera
   config.dataset.label_feature = 'label_category'
-  config.dataset.resize = 48                    # 96x96 -> 48x48 when read
+  config.dataset.read_size = 48                 # 96x96 -> 48x48 when read
   config.dataset.max_shift = 0
   config.dataset.crop_size = 32                 # random train, central test
   config.dataset.brightness_delta = 32 / 255    # as tf.image.random_brightness

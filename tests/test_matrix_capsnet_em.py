@@ -149,7 +149,7 @@ def test_model_config_errors():
 
 
 @pytest.mark.parametrize('field, value', [
-    ('dataset.crop_size', -1), ('dataset.resize', -1),
+    ('dataset.crop_size', -1), ('dataset.read_size', -1),
     ('dataset.brightness_delta', -0.1), ('dataset.contrast_delta', 1.5),
     ('loss.spread_margin_steps', 0),
     ('loss.spread_margin_end', 1.5)])
@@ -240,7 +240,7 @@ def test_smallnorb_mock_data_features_and_preprocessing():
   config = load_config('smallnorb_em')
   with tfds.testing.mock_data(num_examples=5):
     dataset = datasets.load(config.dataset)
-    config.dataset.resize = 0
+    config.dataset.read_size = 0
     raw = datasets.load(config.dataset)
     config.dataset.label_feature = 'label'
     with pytest.raises(errors.DataError, match='label_feature'):
