@@ -61,6 +61,10 @@ class PrimaryCaps(nn.Module):
     return ops.squash(y.reshape(x.shape[0], -1, self.dim))
 
 
+# Capsules.memory, config.model.routing_memory.
+ROUTING_MEMORY = ('full', 'remat', 'chunked')
+
+
 class Capsules(nn.Module):
   """A fully connected capsule layer with routing-by-agreement (DigitCaps).
 
@@ -74,12 +78,21 @@ class Capsules(nn.Module):
     dim: output capsule dimension.
     routing_iters: routing iterations r (>= 1).
     routing: a name in `routing.ROUTINGS`.
+    memory: how u_hat and the routing are held in memory (ROUTING_MEMORY):
+      'full' keeps u_hat `[num_in, B, num_capsules, dim]` and the routing's
+      intermediates for the backward pass (fastest); 'remat' stores neither
+      and recomputes them in the backward pass (`jax.checkpoint`); 'chunked'
+      never builds u_hat whole (`routing.dynamic_routing_chunked`, dynamic
+      routing only), so peak memory stops growing with num_in.
+    chunk_size: input capsules per chunk for memory='chunked'.
     kernel_init: initialiser of W, `[num_in, num_capsules, dim, dim_in]`.
   """
   num_capsules: int
   dim: int
   routing_iters: int
   routing: str = 'dynamic'
+  memory: str = 'full'
+  chunk_size: int = 128
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.01)
 
   @nn.compact
@@ -93,10 +106,28 @@ class Capsules(nn.Module):
     _, num_in, dim_in = u.shape
     w = self.param('kernel', self.kernel_init,
                    (num_in, self.num_capsules, self.dim, dim_in))
+    if self.memory not in ROUTING_MEMORY:
+      raise ValueError(
+          f'memory must be one of {ROUTING_MEMORY}, got {self.memory!r}; use '
+          f'--config.model.routing_memory=full.')
+    if self.memory == 'chunked':
+      if self.routing != 'dynamic':
+        raise ValueError(
+            f"memory='chunked' exists for routing='dynamic' only, got "
+            f"{self.routing!r}; use --config.model.routing_memory=remat.")
+      return routing.dynamic_routing_chunked(
+          w, u, self.routing_iters, chunk_size=self.chunk_size,
+          return_couplings=return_couplings)
     route = functools.partial(routing.get_routing(self.routing),
                               num_iters=self.routing_iters,
                               return_couplings=return_couplings)
-    return jax.vmap(route, in_axes=1)(predictions(w, u))
+
+    def predict_and_route(w, u):
+      return jax.vmap(route, in_axes=1)(predictions(w, u))
+
+    if self.memory == 'remat':
+      predict_and_route = jax.checkpoint(predict_and_route)
+    return predict_and_route(w, u)
 
 
 def predictions(w: jax.Array, u: jax.Array) -> jax.Array:
