@@ -91,7 +91,7 @@ class CapsNet(nn.Module):
     compute_dtype: PrimaryCaps matmul inputs, 'float32' | 'bfloat16' |
       'auto' (see `layers.PrimaryCaps`, `conv.resolve_compute_dtype`);
       everything else, routing included, is float32.
-    routing_memory: 'full' | 'remat' | 'chunked', see `layers.Capsules`.
+    routing_memory: 'full' | 'chunked', see `layers.Capsules`.
     routing_chunk: input capsules per chunk for routing_memory='chunked'.
   """
   num_classes: int = 10
@@ -203,7 +203,7 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   if routing_memory == 'chunked' and model_config.routing != 'dynamic':
     raise errors.ConfigError(
         f"config.model.routing_memory='chunked' needs routing='dynamic', got "
-        f"{model_config.routing!r}; set --config.model.routing_memory=remat.")
+        f"{model_config.routing!r}; set --config.model.routing_memory=full.")
   if (not isinstance(routing_chunk, int) or isinstance(routing_chunk, bool)
       or routing_chunk < 1):
     raise errors.ConfigError(

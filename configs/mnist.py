@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   # or AMX and on GPU/TPU (products still accumulate in float32); 'auto'
   # picks bfloat16 exactly there.
   config.model.compute_dtype = 'float32'
-  # 'full' | 'remat' | 'chunked': 'chunked' never holds u_hat whole (large
+  # 'full' | 'chunked': 'chunked' never holds u_hat whole (large
   # inputs or many classes; README, Performance), routing_chunk input
   # capsules at a time.
   config.model.routing_memory = 'full'
