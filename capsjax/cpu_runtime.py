@@ -83,14 +83,15 @@ BF16_MATMUL_FLAGS = ('amx_bf16', 'avx512_bf16')
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
   """The feature flags of this machine's CPU, from Linux's /proc/cpuinfo.
 
   The one place capsjax reads CPU facts; tests replace it. Empty where
-  /proc/cpuinfo does not exist (macOS, Windows) or lists no x86 'flags' line.
+  /proc/cpuinfo does not exist (macOS, Windows) or lists no x86 'flags' line
+  (ARM lists 'Features'; 'auto' then stays float32).
   """
   try:
-    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+    with open(cpuinfo, encoding='utf-8', errors='replace') as f:
       for line in f:
         key, _, value = line.partition(':')
         if key.strip() == 'flags':
