@@ -3,6 +3,7 @@
   sliced_conv          one im2col matmul per kernel row, with its own VJP
   xla_conv             XLA's `lax.conv_general_dilated`, the reference
   resolve_conv_impl    'auto' -> 'slices' on CPU, 'xla' on GPU/TPU
+  resolve_compute_dtype 'auto' -> bfloat16 where matmuls run it natively
   conv_output_size     output length of a VALID convolution
 
 Why it exists: XLA:CPU lowers the input gradient of a strided convolution to a
@@ -16,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from capsjax import cpu_runtime
+
 CONV_IMPLS = ('auto', 'slices', 'xla')
-COMPUTE_DTYPES = ('float32', 'bfloat16')
+COMPUTE_DTYPES = ('float32', 'bfloat16', 'auto')
 
 
 def conv_output_size(size: int, kernel: int, stride: int) -> int:
@@ -188,9 +191,19 @@ def resolve_conv_impl(impl: str) -> str:
 
 
 def resolve_compute_dtype(name: str):
-  """'float32' -> None (no cast), 'bfloat16' -> jnp.bfloat16."""
+  """The matmul input dtype: None (no cast, float32) or `jnp.bfloat16`.
+
+  'auto' picks bfloat16 where the hardware multiplies it natively: GPUs, TPUs
+  and CPUs with AMX or AVX512-BF16 (`cpu_runtime.native_bf16_matmul`). Other
+  CPUs would emulate it through float32, slower than float32 itself, so there
+  'auto' is float32.
+  """
   if name not in COMPUTE_DTYPES:
     raise ValueError(
         f'compute_dtype must be one of {COMPUTE_DTYPES}, got {name!r}; use '
         f'--config.model.compute_dtype=float32.')
+  if name == 'auto':
+    native = (jax.default_backend() != 'cpu' or
+              cpu_runtime.native_bf16_matmul())
+    name = 'bfloat16' if native else 'float32'
   return None if name == 'float32' else jnp.bfloat16

@@ -75,6 +75,38 @@ def xla_knows_flag(name: str) -> bool:
   return False
 
 
+# CPU flags (Linux /proc/cpuinfo names) of a native bfloat16 matmul: Intel's
+# AMX tiles, and the AVX512 BF16 dot-product instructions (Intel Cooper Lake+,
+# AMD Zen 4+). Without them XLA emulates bfloat16 matmuls through float32,
+# slower than float32 itself.
+BF16_MATMUL_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+@functools.cache
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset[str]:
+  """The feature flags of this machine's CPU, from Linux's /proc/cpuinfo.
+
+  The one place capsjax reads CPU facts; tests replace it. Empty where
+  /proc/cpuinfo does not exist (macOS, Windows) or lists no x86 'flags' line
+  (ARM lists 'Features'; 'auto' then stays float32).
+  """
+  try:
+    with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'flags':
+          return frozenset(value.split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def native_bf16_matmul() -> bool:
+  """Whether the CPU multiplies bfloat16 matrices natively (AMX or AVX512)."""
+  flags = cpu_flags()
+  return any(flag in flags for flag in BF16_MATMUL_FLAGS)
+
+
 def configure() -> list[str]:
   """Sets the XLA flag above; returns what it changed, for the log.
 

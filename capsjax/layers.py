@@ -64,6 +64,10 @@ class PrimaryCaps(nn.Module):
     return ops.squash(y.reshape(x.shape[0], -1, self.dim))
 
 
+# Capsules.memory, config.model.routing_memory.
+ROUTING_MEMORY = ('full', 'chunked')
+
+
 class Capsules(nn.Module):
   """A fully connected capsule layer with routing-by-agreement (DigitCaps).
 
@@ -80,12 +84,23 @@ class Capsules(nn.Module):
     dim: output capsule dimension.
     routing_iters: routing iterations r (>= 1).
     routing: a name in `routing.ROUTINGS`.
+    memory: how u_hat and the routing are held in memory (ROUTING_MEMORY):
+      'full' builds u_hat `[num_in, B, num_capsules, dim]` whole, and
+      training keeps it and its gradient (fastest); 'chunked' never builds
+      it whole (`routing.dynamic_routing_chunked`, dynamic routing only), so
+      that part of the memory stops growing with num_in. (Rematerialising the
+      full routing with `jax.checkpoint` alone saves nothing: the peak is in
+      the backward pass, where the recomputed u_hat and its gradient are live
+      together; 5275 MiB of scratch either way for CIFAR-100 at batch 128.)
+    chunk_size: input capsules per chunk for memory='chunked'.
     kernel_init: initialiser of W, `[num_in, num_capsules, dim, dim_in]`.
   """
   num_capsules: int
   dim: int
   routing_iters: int
   routing: str = 'dynamic'
+  memory: str = 'full'
+  chunk_size: int = 128
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.01)
 
   @nn.compact
@@ -103,6 +118,18 @@ class Capsules(nn.Module):
         name: self.param(name, init, shape)
         for name, (shape, init) in routing.routing_params(
             self.routing, num_in, self.num_capsules, self.dim).items()}
+    if self.memory not in ROUTING_MEMORY:
+      raise ValueError(
+          f'memory must be one of {ROUTING_MEMORY}, got {self.memory!r}; use '
+          f'--config.model.routing_memory=full.')
+    if self.memory == 'chunked':
+      if self.routing != 'dynamic':
+        raise ValueError(
+            f"memory='chunked' exists for routing='dynamic' only, got "
+            f"{self.routing!r}; use --config.model.routing_memory=full.")
+      return routing.dynamic_routing_chunked(
+          w, u, self.routing_iters, chunk_size=self.chunk_size,
+          return_couplings=return_couplings)
     route = functools.partial(routing.get_routing(self.routing),
                               num_iters=self.routing_iters,
                               return_couplings=return_couplings, **extra)

@@ -91,8 +91,11 @@ class CapsNet(nn.Module):
     digit_dim: D, DigitCaps dimension.
     decoder_hidden: widths of the decoder's ReLU layers.
     conv_impl: PrimaryCaps convolution, 'auto' | 'slices' | 'xla'.
-    compute_dtype: PrimaryCaps matmul inputs, 'float32' | 'bfloat16' (see
-      `layers.PrimaryCaps`); everything else, routing included, is float32.
+    compute_dtype: PrimaryCaps matmul inputs, 'float32' | 'bfloat16' |
+      'auto' (see `layers.PrimaryCaps`, `conv.resolve_compute_dtype`);
+      everything else, routing included, is float32.
+    routing_memory: 'full' | 'chunked', see `layers.Capsules`.
+    routing_chunk: input capsules per chunk for routing_memory='chunked'.
   """
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
@@ -108,6 +111,8 @@ class CapsNet(nn.Module):
   decoder_hidden: Sequence[int] = (512, 1024)
   conv_impl: str = 'auto'
   compute_dtype: str = 'float32'
+  routing_memory: str = 'full'
+  routing_chunk: int = 128
 
   def _check_images(self, images):
     primary_grid(self.input_shape, self.conv1_kernel, self.primary_kernel,
@@ -146,6 +151,7 @@ class CapsNet(nn.Module):
         name='primary_caps')(h)
     digits = layers.Capsules(self.num_classes, self.digit_dim,
                              self.routing_iters, self.routing,
+                             self.routing_memory, self.routing_chunk,
                              name='digit_caps')(
                                  primary, return_couplings=return_couplings)
     couplings = None
@@ -428,6 +434,24 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   _choice(model_config, 'routing', tuple(routing.ROUTINGS))
   _choice(model_config, 'conv_impl', conv.CONV_IMPLS)
   _choice(model_config, 'compute_dtype', conv.COMPUTE_DTYPES)
+  # Workdirs recorded before these two fields existed ran with 'full'; the
+  # memory mode changes no parameter, so they restore unchanged.
+  routing_memory = model_config.get('routing_memory', 'full')
+  routing_chunk = model_config.get('routing_chunk', 128)
+  if routing_memory not in layers.ROUTING_MEMORY:
+    raise errors.ConfigError(
+        f'config.model.routing_memory must be one of '
+        f'{", ".join(layers.ROUTING_MEMORY)}, got {routing_memory!r}; set '
+        f'--config.model.routing_memory=full.')
+  if routing_memory == 'chunked' and model_config.routing != 'dynamic':
+    raise errors.ConfigError(
+        f"config.model.routing_memory='chunked' needs routing='dynamic', got "
+        f"{model_config.routing!r}; set --config.model.routing_memory=full.")
+  if (not isinstance(routing_chunk, int) or isinstance(routing_chunk, bool)
+      or routing_chunk < 1):
+    raise errors.ConfigError(
+        f'config.model.routing_chunk must be an int >= 1, got '
+        f'{routing_chunk!r}; set --config.model.routing_chunk=128.')
   hidden = tuple(model_config.decoder_hidden)
   if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
              for w in hidden):
@@ -448,7 +472,9 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
       digit_dim=model_config.digit_dim,
       decoder_hidden=hidden,
       conv_impl=model_config.conv_impl,
-      compute_dtype=model_config.compute_dtype)
+      compute_dtype=model_config.compute_dtype,
+      routing_memory=routing_memory,
+      routing_chunk=routing_chunk)
   if image_shape is not None:
     primary_grid(model.input_shape, model.conv1_kernel, model.primary_kernel,
                  model.primary_stride)

@@ -81,8 +81,14 @@ def get_config() -> ml_collections.ConfigDict:
   # PrimaryCaps convolution: 'slices' is fast on CPU, 'xla' on GPU/TPU.
   config.model.conv_impl = 'auto'
   # PrimaryCaps matmul inputs: 'bfloat16' is faster on CPUs with AVX512-BF16
-  # or AMX and on GPU/TPU (products still accumulate in float32).
+  # or AMX and on GPU/TPU (products still accumulate in float32); 'auto'
+  # picks bfloat16 exactly there.
   config.model.compute_dtype = 'float32'
+  # 'full' | 'chunked': 'chunked' never holds u_hat whole (large
+  # inputs or many classes; README, Performance), routing_chunk input
+  # capsules at a time.
+  config.model.routing_memory = 'full'
+  config.model.routing_chunk = 128
 
   config.loss = ml_collections.ConfigDict()
   config.loss.m_plus = 0.9

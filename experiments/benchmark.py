@@ -1,35 +1,41 @@
-r"""Speed of capsjax's models: images/s, compile time, memory, FLOP/s.
+r"""Speed and memory of CapsNet steps, side by side with a PyTorch reference.
 
     python experiments/benchmark.py                 # train and eval at batch
                                                     # 32/128/512, routing 1/3/5
     python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3
+    python experiments/benchmark.py --batch=128 --routing_iters=3 --repeats=5
+    python experiments/benchmark.py --model=cifar100 --mode=train \
+        --batch=128 --routing_memory=full,chunked --memory_only
     python experiments/benchmark.py --json          # one JSON object per line
-    python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3 \
-        --routing=dynamic,self_attention,inverted_dot_product  # algorithms
-    python experiments/benchmark.py --model=efficient_capsnet --batch=16 \
-        --routing_iters=1                           # another model
-    python experiments/benchmark.py --batch=128 --routing_iters=3 --repeats=5 \
-        --compare_torch=/tmp/torch-venv/bin/python  # side by side with the
-                                                    # PyTorch reference
 
-Each configuration runs in a fresh subprocess (so compile time and peak
-memory are its own) and times the real `train.train_step` / `train.eval_step`
-of the model's config (`--model`: capsnet is `configs/mnist.py`,
-efficient_capsnet `configs/efficient_capsnet.py`) with `--routing` as
-`config.model.routing` (default: the config's), on random 28x28 images:
-warm-up steps, then the median of `--steps` timed steps. Model FLOP/s count
-the matmul and convolution multiply-adds of the network (CapsNet: by formula,
-training = forward + 2x backward, Conv1 without an input gradient; other
-models: XLA's cost analysis of the compiled step) and are compared with the
-FLOP/s of a dense 2048^3 matmul timed in the same process at the same
-precision: the practical peak.
+Each configuration runs in a fresh subprocess (so compile time and peak RSS
+are its own) and times the real `train.train_step` / `train.eval_step` on
+random images: warm-up steps, then the median of `--steps` timed steps.
 
-With `--compare_torch`, the PyTorch reference runs right after each of our
-runs, `--repeats` times in alternation, and the speed-up is the median of the
-pairs' ratios (min and max beside it): on a shared machine the speed drifts
-over minutes, and a pair run back to back sees the same drift.
+The models: 'mnist' is the paper's network (28x28x1, 10 classes); 'cifar10'
+and 'cifar100' are the same network on 32x32x3 images with 10 or 100 classes
+(2048 primary capsules; u_hat is 1.7 GB at batch 128 with 100 classes).
+
+Memory: `compiled_peak_mib` is what XLA's compiled step says it needs
+(`memory_analysis()`: scratch + arguments + outputs not aliased to an
+argument), deterministic and unaffected by other processes; `peak_rss_mib` is
+the process's measured peak (includes the Python runtime and compilation).
+
+PyTorch: `experiments/torch_reference.py` (the same network in plain PyTorch)
+runs by default whenever torch is importable by this Python, or by the one
+`--torch_python` names; `--notorch` turns it off. Every repeat runs ours,
+then torch float32, then torch with bfloat16 autocast, back to back: on a
+shared machine the speed drifts over minutes, and runs back to back see the
+same drift. `speedup_vs_torch_float32` is the median of the pairs' ratios;
+`speedup_vs_torch_best` the median of ours / the faster torch run of the same
+repeat (torch at its best: what a PyTorch user would pick on this CPU).
+
+Model FLOP/s count the matmul and convolution multiply-adds (training =
+forward + 2x backward, Conv1 without an input gradient) and are compared with
+a dense 2048^3 matmul timed in the same process at the same precision.
 """
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -44,45 +50,68 @@ from absl import flags
 from capsjax import cpu_runtime
 
 FLAGS = flags.FLAGS
+# name -> (image shape, classes).
+MODELS = {
+    'mnist': ((28, 28, 1), 10),
+    'cifar10': ((32, 32, 3), 10),
+    'cifar100': ((32, 32, 3), 100),
+}
+TORCH_DTYPES = ('float32', 'bfloat16')
+
 flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
+flags.DEFINE_list('model', ['mnist'], f'Networks: {", ".join(MODELS)}.')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
-flags.DEFINE_string('model', 'capsnet', 'The model: ' + ', '.join(
-    'capsnet efficient_capsnet'.split()) + ' (config.model.name).')
-flags.DEFINE_list('routing', [], 'Routing algorithms, names in '
-                  'capsjax.routing.ROUTINGS (default: the config\'s).')
-flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
+flags.DEFINE_alias('routing', 'routing_iters')
+flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16', 'auto'],
                   'PrimaryCaps matmul inputs (config.model.compute_dtype).')
+flags.DEFINE_list('routing_memory', ['full'], 'config.model.routing_memory '
+                  'values to run, e.g. full,chunked.')
+flags.DEFINE_integer('routing_chunk', 128, 'config.model.routing_chunk.')
 flags.DEFINE_integer('microbatch_size', 0, 'Training: split each batch into '
                      'parts of this size (config.microbatch_size; 0 = off).')
 flags.DEFINE_integer('steps', 5, 'Timed steps per configuration.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 flags.DEFINE_integer('repeats', 1, 'Runs of every configuration (each with its '
-                     'PyTorch run, if any); rows report the medians.')
+                     'PyTorch runs); rows report the medians.')
+flags.DEFINE_bool('memory_only', False, 'Compile only and report the compiled '
+                  'memory and compile time; no timing, no PyTorch.')
 flags.DEFINE_bool('json', False, 'One JSON object per line instead of a table.')
-flags.DEFINE_string('compare_torch', None, 'A Python with torch installed: '
-                    'also run the PyTorch reference for every configuration.')
+flags.DEFINE_bool('torch', True, 'Also run the PyTorch reference when a '
+                  'Python with torch is available (--notorch: never).')
+flags.DEFINE_string('torch_python', None, 'A Python with torch installed '
+                    '(default: this one, if it imports torch).')
+flags.DEFINE_alias('compare_torch', 'torch_python')
+flags.DEFINE_list('torch_dtypes', list(TORCH_DTYPES), 'PyTorch runs per '
+                  'repeat: float32 and/or bfloat16 (autocast).')
 flags.DEFINE_string('torch_script', os.path.join(
-    os.path.dirname(__file__), '..', '..', 'shared', 'bench',
-    'torch_capsnet.py'), 'The PyTorch reference script.')
+    os.path.dirname(os.path.abspath(__file__)), 'torch_reference.py'),
+                    'The PyTorch reference script.')
 flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                        'configs')
-# --model -> the config whose model and loss it times.
-MODEL_CONFIGS = {'capsnet': 'mnist.py',
-                 'efficient_capsnet': 'efficient_capsnet.py'}
+_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                       'configs', 'mnist.py')
 
 
-def load_config(model_name: str):
-  """The config of `--model`; SystemExit naming the choices if unknown."""
-  if model_name not in MODEL_CONFIGS:
-    sys.exit(f'error: unknown --model {model_name!r}; use one of '
-             f'{", ".join(MODEL_CONFIGS)}.')
-  return runpy.run_path(os.path.join(_CONFIGS, MODEL_CONFIGS[model_name]))[
-      'get_config']()
+def cpu_facts() -> dict:
+  """The CPU model and the flags that decide bfloat16, for the header."""
+  model = ''
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          model = value.strip()
+          break
+  except OSError:
+    pass
+  cpu_flags = cpu_runtime.cpu_flags()
+  return {'cpu_model': model or 'unknown',
+          'cpu_bf16_flags': [f for f in cpu_runtime.BF16_MATMUL_FLAGS
+                             if f in cpu_flags],
+          'cpu_count': os.cpu_count()}
 
 
 def model_flops(model, batch_size: int, train: bool) -> float:
@@ -99,11 +128,8 @@ def model_flops(model, batch_size: int, train: bool) -> float:
       'conv1': h1 * w1 * model.conv1_kernel**2 * c * model.conv1_channels,
       'primary': h2 * w2 * k2 * k2 * model.conv1_channels * primary_channels,
       'u_hat': num_primary * digits * model.primary_dim,
-      # Weighted sums every iteration, agreements all but the last; the
-      # self-attention routing has one of each, whatever routing_iters.
-      'routing': num_primary * digits * (
-          2 if model.routing == 'self_attention'
-          else 2 * model.routing_iters - 1),
+      # Weighted sums every iteration, agreements all but the last.
+      'routing': num_primary * digits * (2 * model.routing_iters - 1),
       'decoder': sum(a * b for a, b in zip(widths[:-1], widths[1:])),
   }
   if train:  # Backward: input and weight gradients; Conv1 has no input grad.
@@ -111,15 +137,33 @@ def model_flops(model, batch_size: int, train: bool) -> float:
   return 2.0 * batch_size * sum(macs.values())
 
 
-def matmul_flops_per_s(compute_dtype: str, n: int = 2048) -> float:
+def matmul_flops_per_s(dtype, n: int = 2048) -> float:
   """FLOP/s of a dense n^3 matmul with float32 accumulation."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  a = jax.random.normal(jax.random.key(0), (n, n)).astype(compute_dtype)
+  a = jax.random.normal(jax.random.key(0), (n, n)).astype(dtype)
   matmul = jax.jit(functools.partial(jax.lax.dot,
                                      preferred_element_type=jnp.float32))
   times = _time(lambda: matmul(a, a), warmup=2, steps=5)
   return 2.0 * n**3 / _median(times)
+
+
+def compiled_memory(compiled) -> dict:
+  """MiB that XLA's compiled executable needs: scratch, arguments, peak.
+
+  The peak counts the outputs that do not reuse a donated argument's buffer.
+  None of it depends on other processes, unlike the RSS.
+  """
+  analysis = compiled.memory_analysis()
+  if analysis is None:  # Not every backend reports it.
+    return {}
+  mib = 2.0**-20
+  temp = analysis.temp_size_in_bytes
+  arguments = analysis.argument_size_in_bytes
+  outputs = analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+  return {'compiled_temp_mib': temp * mib,
+          'compiled_argument_mib': arguments * mib,
+          'compiled_peak_mib': (temp + arguments + outputs) * mib}
 
 
 def _median(values):
@@ -140,41 +184,39 @@ def _time(fn, *, warmup: int, steps: int) -> list[float]:
 
 
 def measure(mode: str, batch_size: int, routing_iters: int, *,
-            compute_dtype: str = 'float32', microbatch_size: int = 0,
-            steps: int = 5, warmup: int = 2, config=None,
-            model_name: str = 'capsnet', routing: str | None = None) -> dict:
-  """Times one configuration in this process; returns a result row.
-
-  `config` defaults to `--model`'s (`model_name`); `routing` (a name in
-  `capsjax.routing.ROUTINGS`) replaces its `model.routing` if given.
-  """
+            model_name: str = 'mnist', compute_dtype: str = 'float32',
+            routing_memory: str = 'full', routing_chunk: int = 128,
+            microbatch_size: int = 0, steps: int = 5, warmup: int = 2,
+            memory_only: bool = False, config=None) -> dict:
+  """Compiles and times one configuration in this process; a result row."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from capsjax import conv  # pylint: disable=g-import-not-at-top
   from capsjax import models  # pylint: disable=g-import-not-at-top
   from capsjax import train  # pylint: disable=g-import-not-at-top
 
   if config is None:
-    config = load_config(model_name)
+    config = runpy.run_path(_CONFIG)['get_config']()
   config.model.routing_iters = routing_iters
-  if routing is not None:
-    config.model.routing = routing
-  if 'compute_dtype' in config.model:
-    config.model.compute_dtype = compute_dtype
+  config.model.compute_dtype = compute_dtype
+  config.model.routing_memory = routing_memory
+  config.model.routing_chunk = routing_chunk
   # Parts of the batch, as train_and_evaluate derives them. A batch that
   # microbatch_size does not divide (32 with 128) runs whole, so that one
   # sweep covers every batch size.
   parts = batch_size // microbatch_size if microbatch_size and not (
       batch_size % microbatch_size) else 1
-  shape = (28, 28, 1)
-  model = models.create_model(config.model, shape, 10)
+  shape, num_classes = MODELS[model_name]
+  model = models.create_model(config.model, shape, num_classes)
+  objective = models.spec(config.model).objective
   state = train.create_train_state(config, model, jax.random.key(0))
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.random((batch_size, *shape), np.float32)),
-           'label': jnp.asarray(rng.integers(0, 10, batch_size, np.int32)),
+           'label': jnp.asarray(rng.integers(0, num_classes, batch_size,
+                                             np.int32)),
            'mask': jnp.ones((batch_size,), jnp.float32)}
 
-  objective = models.spec(config.model).objective
   if mode == 'train':
     step = jax.jit(functools.partial(train.train_step, objective=objective,
                                      loss_config=config.loss,
@@ -188,6 +230,23 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   start = time.perf_counter()
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
+  matmul_dtype = conv.resolve_compute_dtype(compute_dtype) or jnp.float32
+  row = {
+      'framework': 'capsjax', 'model': model_name, 'mode': mode,
+      'batch': batch_size, 'routing': routing_iters,
+      'compute_dtype': compute_dtype,
+      'matmul_dtype': jnp.dtype(matmul_dtype).name,
+      'routing_memory': routing_memory,
+      'microbatch_size': batch_size // parts if mode == 'train' else 0,
+      'device': f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}',
+      'num_devices': jax.device_count(),
+      'compile_s': compile_s, **compiled_memory(compiled),
+  }
+  if routing_memory == 'chunked':
+    row['routing_chunk'] = routing_chunk
+  if memory_only:
+    row['peak_rss_mib'] = _peak_rss_mib()
+    return row
 
   if mode == 'train':
     def run():
@@ -195,66 +254,68 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
       state, metrics = compiled(state, batch, args[2])
       return metrics
   else:
-    run = functools.partial(compiled, state, batch)
+    run = functools.partial(compiled, *args)
   seconds = _median(_time(run, warmup=warmup, steps=steps))
-
-  if config.model.name == 'capsnet':
-    flops = model_flops(model, batch_size, train=mode == 'train')
-  else:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get('flops', float('nan')))
-  peak = matmul_flops_per_s(compute_dtype)
-  return {
-      'framework': 'capsjax', 'model': config.model.name,
-      'algorithm': config.model.routing, 'mode': mode, 'batch': batch_size,
-      'routing': routing_iters, 'compute_dtype': compute_dtype,
-      'microbatch_size': batch_size // parts if mode == 'train' else 0,
-      'device': f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}',
-      'num_devices': jax.device_count(),
+  flops = model_flops(model, batch_size, train=mode == 'train')
+  peak = matmul_flops_per_s(matmul_dtype)
+  row.update({
       'step_ms': 1e3 * seconds, 'images_per_s': batch_size / seconds,
-      'compile_s': compile_s,
-      'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'peak_rss_mib': _peak_rss_mib(),
       'model_gflop_per_step': flops / 1e9,
       'model_gflop_per_s': flops / seconds / 1e9,
       'matmul_peak_gflop_per_s': peak / 1e9,
       'fraction_of_matmul_peak': flops / seconds / peak,
-  }
+  })
+  return row
 
 
-def _run_child(mode, batch_size, routing_iters, algorithm) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), '--child',
-         f'--model={FLAGS.model}', f'--routing={algorithm or ""}',
-         f'--mode={mode}', f'--batch={batch_size}',
-         f'--routing_iters={routing_iters}', f'--compute_dtype={FLAGS.compute_dtype}',
-         f'--microbatch_size={FLAGS.microbatch_size}',
-         f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}']
-  return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
-                         cmd)
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_torch(mode, batch_size, routing_iters) -> dict:
-  cmd = [FLAGS.compare_torch, FLAGS.torch_script, '--mode', mode,
-         '--batch', str(batch_size), '--routing', str(routing_iters),
-         '--steps', str(FLAGS.steps), '--warmup', str(FLAGS.warmup)]
-  return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
-                         cmd)
+def torch_python(requested, enabled: bool = True,
+                 find_spec=importlib.util.find_spec):
+  """The Python to run the PyTorch reference with, or None for no comparison.
 
-
-def combine_repeats(ours: list[dict], torch: list[dict] | None) -> dict:
-  """One row from repeated runs: the median run, and the median pair ratio.
-
-  `torch[k]` ran right after `ours[k]`; each pair's ratio compares runs that
-  saw the same machine state.
+  `requested` (--torch_python) wins; otherwise this Python, if it can import
+  torch.
   """
-  row = dict(sorted(ours, key=lambda r: r['images_per_s'])[len(ours) // 2])
+  if not enabled:
+    return None
+  if requested:
+    return requested
+  return sys.executable if find_spec('torch') is not None else None
+
+
+def combine_repeats(ours: list[dict],
+                    torch: dict[str, list[dict]] | None = None) -> dict:
+  """One row from repeated runs: the median run, and median ratios.
+
+  `torch[dtype][k]` ran right after `ours[k]`; each ratio compares runs that
+  saw the same machine state. Adds, per torch dtype, its median images/s and
+  `speedup_vs_torch_<dtype>` (median, min, max of the pair ratios), and
+  `speedup_vs_torch_best`: per repeat, ours against the faster torch run.
+  """
+  row = dict(sorted(ours, key=lambda r: r.get('images_per_s', 0))[
+      len(ours) // 2])
   row['repeats'] = len(ours)
-  if torch:
+  torch = {d: runs for d, runs in (torch or {}).items() if runs}
+  for dtype, runs in torch.items():
     ratios = [o['images_per_s'] / t['images_per_s']
-              for o, t in zip(ours, torch)]
-    row['torch_images_per_s'] = _median([t['images_per_s'] for t in torch])
-    row['speedup_vs_torch'] = _median(ratios)
-    row['speedup_min'], row['speedup_max'] = min(ratios), max(ratios)
+              for o, t in zip(ours, runs)]
+    row[f'torch_{dtype}_images_per_s'] = _median(
+        [t['images_per_s'] for t in runs])
+    row[f'speedup_vs_torch_{dtype}'] = _median(ratios)
+    row[f'speedup_vs_torch_{dtype}_min'] = min(ratios)
+    row[f'speedup_vs_torch_{dtype}_max'] = max(ratios)
+  if torch:
+    best = [max(runs[k]['images_per_s'] for runs in torch.values())
+            for k in range(len(ours))]
+    ratios = [o['images_per_s'] / b for o, b in zip(ours, best)]
+    row['torch_best_images_per_s'] = _median(best)
+    row['speedup_vs_torch_best'] = _median(ratios)
+    row['speedup_vs_torch_best_min'] = min(ratios)
+    row['speedup_vs_torch_best_max'] = max(ratios)
   return row
 
 
@@ -266,86 +327,153 @@ def _last_json_line(proc, cmd) -> dict:
   return json.loads(lines[-1])
 
 
-_COLUMNS = [('model', '{}'), ('algorithm', '{}'), ('mode', '{}'),
-            ('batch', '{}'), ('routing', '{}'),
+def _run_child(model_name, mode, batch_size, routing_iters,
+               routing_memory) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), '--child',
+         f'--model={model_name}', f'--mode={mode}', f'--batch={batch_size}',
+         f'--routing_iters={routing_iters}',
+         f'--compute_dtype={FLAGS.compute_dtype}',
+         f'--routing_memory={routing_memory}',
+         f'--routing_chunk={FLAGS.routing_chunk}',
+         f'--microbatch_size={FLAGS.microbatch_size}',
+         f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
+         f'--memory_only={FLAGS.memory_only}']
+  return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
+                         cmd)
+
+
+def torch_command(python, script, model_name, mode, batch_size, routing_iters,
+                  dtype, steps, warmup) -> list[str]:
+  """The torch_reference.py command for one configuration."""
+  (size, _, channels), num_classes = MODELS[model_name]
+  return [python, script, f'--mode={mode}', f'--batch={batch_size}',
+          f'--routing_iters={routing_iters}', f'--steps={steps}',
+          f'--warmup={warmup}', f'--dtype={dtype}', f'--image_size={size}',
+          f'--channels={channels}', f'--num_classes={num_classes}']
+
+
+def _run_torch(python, model_name, mode, batch_size, routing_iters,
+               dtype) -> dict:
+  cmd = torch_command(python, FLAGS.torch_script, model_name, mode,
+                      batch_size, routing_iters, dtype, FLAGS.steps,
+                      FLAGS.warmup)
+  return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
+                         cmd)
+
+
+_COLUMNS = [('model', '{}'), ('mode', '{}'), ('batch', '{}'),
+            ('routing', '{}'), ('routing_memory', '{}'),
             ('images_per_s', '{:.1f}'), ('step_ms', '{:.0f}'),
-            ('compile_s', '{:.1f}'), ('peak_rss_mib', '{:.0f}'),
-            ('model_gflop_per_s', '{:.0f}'),
+            ('compile_s', '{:.1f}'), ('compiled_peak_mib', '{:.0f}'),
+            ('peak_rss_mib', '{:.0f}'),
             ('fraction_of_matmul_peak', '{:.2f}'),
-            ('torch_images_per_s', '{:.1f}'), ('speedup_vs_torch', '{:.2f}x'),
-            ('speedup_min', '{:.2f}x'), ('speedup_max', '{:.2f}x')]
+            ('torch_float32_images_per_s', '{:.1f}'),
+            ('torch_bfloat16_images_per_s', '{:.1f}'),
+            ('speedup_vs_torch_float32', 'ratio'),
+            ('speedup_vs_torch_best', 'ratio')]
 
 
-def _print_table(rows):
+def _cell(row, key, fmt) -> str:
+  if key not in row:
+    return ''
+  if fmt == 'ratio':  # Median (min-max) of the repeats' ratios.
+    return (f'{row[key]:.2f}x ({row[key + "_min"]:.2f}-'
+            f'{row[key + "_max"]:.2f})')
+  return fmt.format(row[key])
+
+
+def _print_table(rows, header: str):
+  print(header)
   columns = [(k, f) for k, f in _COLUMNS if any(k in r for r in rows)]
-  cells = [[f.format(r[k]) if k in r else '' for k, f in columns]
-           for r in rows]
+  cells = [[_cell(r, k, f) for k, f in columns] for r in rows]
   widths = [max(len(k), *(len(c[i]) for c in cells))
             for i, (k, _) in enumerate(columns)]
   print('  '.join(k.rjust(w) for (k, _), w in zip(columns, widths)))
   for c in cells:
     print('  '.join(v.rjust(w) for v, w in zip(c, widths)))
   first = rows[0]
+  peak = first.get('matmul_peak_gflop_per_s')
   print(f'device {first["device"]} x{first["num_devices"]}, compute_dtype '
-        f'{first["compute_dtype"]}, dense matmul peak '
-        f'{first["matmul_peak_gflop_per_s"]:.0f} GFLOP/s')
+        f'{first["compute_dtype"]} (matmuls in {first["matmul_dtype"]})' +
+        (f', dense matmul peak {peak:.0f} GFLOP/s' if peak else ''))
+
+
+def _header(facts: dict, python) -> str:
+  flags_text = ', '.join(facts['cpu_bf16_flags']) or 'no bf16 matmul flags'
+  torch_text = (f'PyTorch reference: {python}' if python else
+                'PyTorch reference: off (--memory_only, --notorch, or no '
+                'torch here; pass --torch_python)')
+  return (f'CPU {facts["cpu_model"]} ({facts["cpu_count"]} CPUs; '
+          f'{flags_text}); XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}; '
+          f'{torch_text}')
+
+
+def _parse_ints(values, what):
+  try:
+    numbers = [int(v) for v in values]
+  except ValueError:
+    sys.exit(f'error: --{what} takes comma-separated integers, e.g. '
+             f'--{what}=128.')
+  if min(numbers) < 1:
+    sys.exit(f'error: --{what} must be >= 1.')
+  return numbers
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    batches = [int(b) for b in FLAGS.batch]
-    routings = [int(r) for r in FLAGS.routing_iters]
-  except ValueError:
-    sys.exit('error: --batch and --routing_iters take comma-separated '
-             'integers, e.g. --batch=32,128 --routing_iters=3.')
-  if min(batches) < 1 or min(routings) < 1 or FLAGS.repeats < 1:
-    sys.exit('error: batch sizes, routing iterations and --repeats must be '
-             '>= 1.')
-  algorithms = [a for a in FLAGS.routing if a] or [None]
-  load_config(FLAGS.model)  # Exits on an unknown --model.
+  batches = _parse_ints(FLAGS.batch, 'batch')
+  routings = _parse_ints(FLAGS.routing_iters, 'routing_iters')
+  for name, allowed in (('model', MODELS),
+                        ('routing_memory', ('full', 'chunked')),
+                        ('torch_dtypes', TORCH_DTYPES)):
+    unknown = set(FLAGS[name].value) - set(allowed)
+    if unknown:
+      sys.exit(f'error: --{name} has {", ".join(sorted(unknown))}; choose '
+               f'from {", ".join(allowed)}.')
+  if FLAGS.repeats < 1:
+    sys.exit('error: --repeats must be >= 1.')
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
-  # After configure(): importing capsjax starts JAX.
-  from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
-  unknown = [a for a in algorithms if a and a not in routing_lib.ROUTINGS]
-  if unknown:
-    sys.exit(f'error: unknown --routing {unknown[0]!r}; use names in '
-             f'{", ".join(routing_lib.ROUTINGS)} (iterations are '
-             f'--routing_iters).')
   modes = [FLAGS.mode] if FLAGS.mode else ['train', 'eval']
   if FLAGS.child:
-    print(json.dumps(measure(modes[0], batches[0], routings[0],
-                             compute_dtype=FLAGS.compute_dtype,
-                             microbatch_size=FLAGS.microbatch_size,
-                             steps=FLAGS.steps, warmup=FLAGS.warmup,
-                             model_name=FLAGS.model,
-                             routing=algorithms[0])))
+    print(json.dumps(measure(
+        modes[0], batches[0], routings[0], model_name=FLAGS.model[0],
+        compute_dtype=FLAGS.compute_dtype,
+        routing_memory=FLAGS.routing_memory[0],
+        routing_chunk=FLAGS.routing_chunk,
+        microbatch_size=FLAGS.microbatch_size, steps=FLAGS.steps,
+        warmup=FLAGS.warmup, memory_only=FLAGS.memory_only)))
     return
-  if FLAGS.compare_torch and not os.path.exists(FLAGS.torch_script):
+  python = None if FLAGS.memory_only else torch_python(FLAGS.torch_python,
+                                                       FLAGS.torch)
+  if python and not os.path.exists(FLAGS.torch_script):
     sys.exit(f'error: no PyTorch reference at {FLAGS.torch_script}; pass '
              f'--torch_script=PATH.')
-  if FLAGS.compare_torch and (FLAGS.model != 'capsnet' or any(
-      a not in (None, 'dynamic') for a in algorithms)):
-    sys.exit('error: the PyTorch reference is the CapsNet with dynamic '
-             'routing; drop --compare_torch or use --model=capsnet '
-             '--routing=dynamic.')
+  facts = cpu_facts()
+  header = _header(facts, python)
+  if FLAGS.json:
+    print(json.dumps({'header': header, **facts}), flush=True)
   rows = []
-  for mode in modes:
-    for batch_size in batches:
-      for routing_iters in routings:
-        for algorithm in algorithms:
-          ours, torch = [], []
-          for _ in range(FLAGS.repeats):
-            ours.append(_run_child(mode, batch_size, routing_iters, algorithm))
-            if FLAGS.compare_torch:
-              torch.append(_run_torch(mode, batch_size, routing_iters))
-          row = combine_repeats(ours, torch)
-          if FLAGS.json:
-            print(json.dumps(row), flush=True)
-          rows.append(row)
+  for model_name in FLAGS.model:
+    for mode in modes:
+      for batch_size in batches:
+        for routing_iters in routings:
+          for memory in FLAGS.routing_memory:
+            ours, torch = [], {d: [] for d in FLAGS.torch_dtypes}
+            for _ in range(FLAGS.repeats):
+              ours.append(_run_child(model_name, mode, batch_size,
+                                     routing_iters, memory))
+              for dtype in (torch if python else ()):
+                torch[dtype].append(_run_torch(python, model_name, mode,
+                                               batch_size, routing_iters,
+                                               dtype))
+            row = combine_repeats(ours, torch if python else None)
+            row.update(facts)
+            if FLAGS.json:
+              print(json.dumps(row), flush=True)
+            rows.append(row)
   if not FLAGS.json:
-    _print_table(rows)
+    _print_table(rows, header)
 
 
 if __name__ == '__main__':

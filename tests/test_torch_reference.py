@@ -1,0 +1,49 @@
+"""experiments/torch_reference.py builds and runs (only where torch is)."""
+import json
+import os
+import runpy
+
+import pytest
+
+torch = pytest.importorskip(
+    'torch', reason='the PyTorch reference needs torch: pip install '
+    "-e '.[torch]' (the benchmark then compares against it)")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+reference = runpy.run_path(
+    os.path.join(ROOT, 'experiments', 'torch_reference.py'),
+    run_name='torch_reference')
+
+
+def test_network_has_the_papers_shapes():
+  model = reference['CapsNet'](28, 1, 10, routing_iters=3)
+  assert tuple(model.W.shape) == (1152, 10, 16, 8)
+  cifar = reference['CapsNet'](32, 3, 100, routing_iters=1)
+  assert tuple(cifar.W.shape) == (2048, 100, 16, 8)
+  lengths, reconstructions = cifar(torch.rand(2, 3, 32, 32))
+  assert tuple(lengths.shape) == (2, 100)
+  assert tuple(reconstructions.shape) == (2, 32 * 32 * 3)
+  assert bool(((lengths > 0) & (lengths < 1)).all())
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_one_train_step_changes_the_weights(dtype):
+  torch.manual_seed(0)
+  model = reference['CapsNet'](28, 1, 10, routing_iters=2)
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  images, labels = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+  before = model.W.detach().clone()
+  step = reference['make_step'](model, optimizer, images, labels, 'train',
+                                dtype)
+  loss = step()
+  assert loss.dtype == torch.float32 and bool(torch.isfinite(loss))
+  assert not torch.equal(before, model.W.detach())
+
+
+def test_main_prints_one_json_row(capsys):
+  reference['main'](['--mode=eval', '--batch=2', '--routing_iters=1',
+                     '--steps=1', '--warmup=0'])
+  row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert (row['framework'], row['mode'], row['batch'], row['dtype']) == (
+      'torch', 'eval', 2, 'float32')
+  assert row['images_per_s'] == pytest.approx(2e3 / row['step_ms'])
