@@ -14,6 +14,7 @@ import operator
 
 import numpy as np
 
+from capsjax import composite
 from capsjax import datasets
 from capsjax.errors import DataError
 
@@ -112,7 +113,8 @@ def _process_rows(batch_size: int, process_index, process_count) -> slice:
 
 
 def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
-                max_shift: int, process_index: int = 0,
+                max_shift: int, pairs: bool = False, random_flip: bool = False,
+                process_index: int = 0,
                 process_count: int = 1) -> dict[str, np.ndarray]:
   """This process's rows of the training batch of `step`; a pure function.
 
@@ -122,9 +124,16 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
   `[-max_shift, max_shift]`, with zero fill (the paper's augmentation), drawn
   from a generator seeded by `(seed, step)`.
 
-  The order and the shifts are drawn for the whole global batch, and process
-  `p` of `P` gathers and shifts only rows `[p * B / P, (p + 1) * B / P)`; so
-  the processes' rows concatenate to the single-process batch, whatever `P`.
+  With `pairs` (MultiMNIST, see `composite`) each example instead overlays
+  its digit and a digit of another class, each shifted separately; partners
+  and shifts are drawn from a generator seeded by `(seed, step)`. With
+  `random_flip` each image is mirrored left-right with probability 1/2, drawn
+  from a generator seeded by `(seed, step)`.
+
+  The order, shifts, partners and flips are drawn for the whole global batch,
+  and process `p` of `P` gathers and transforms only rows
+  `[p * B / P, (p + 1) * B / P)`; so the processes' rows concatenate to the
+  single-process batch, whatever `P`.
 
   Args:
     split: the training examples.
@@ -132,11 +141,15 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
     batch_size: examples per global batch, at most `split.num_examples`.
     seed: non-negative int; the same seed gives the same batches.
     max_shift: largest shift in pixels; 0 turns augmentation off.
+    pairs: overlay pairs of digits of different classes (MultiMNIST).
+    random_flip: mirror half the images left-right.
     process_index: this process, in `[0, process_count)`.
     process_count: processes sharing the global batch; divides `batch_size`.
 
   Returns:
-    `{'image': [B/P, H, W, C] float32 in [0, 1], 'label': [B/P] int32}`.
+    `{'image': [B/P, H, W, C] float32 in [0, 1], 'label': [B/P] int32}`;
+    with `pairs`, 'label' is `[B/P, 2]` (base, partner) and 'digits'
+    `[B/P, 2, H, W, C]` float32 holds the two shifted digits.
   """
   batch_size, seed, max_shift = _check_batching(split, batch_size, seed,
                                                 max_shift)
@@ -148,16 +161,37 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
   order = np.random.default_rng([0, seed, epoch]).permutation(
       split.num_examples)
   indices = order[index_in_epoch * batch_size:(index_in_epoch + 1) * batch_size]
-  indices = indices[rows]
-  images = split.images[indices]
-  if max_shift:
-    shifts = np.random.default_rng([1, seed, step]).integers(
-        -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
-    images = shift_images(images, shifts[rows])
-  return {'image': _to_float(images), 'label': split.labels[indices]}
+  if pairs:
+    # Drawn for the whole global batch, then this process's rows.
+    merged, labels, digits = composite.overlay_pairs(
+        split.images, split.labels, indices,
+        np.random.default_rng([2, seed, step]), max_shift)
+    batch = {'image': merged[rows], 'label': labels[rows],
+             'digits': digits[rows]}
+  else:
+    indices = indices[rows]
+    images = split.images[indices]
+    if max_shift:
+      shifts = np.random.default_rng([1, seed, step]).integers(
+          -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
+      images = shift_images(images, shifts[rows])
+    batch = {'image': images, 'label': split.labels[indices]}
+  if random_flip:
+    flip = np.random.default_rng([3, seed, step]).random(batch_size)[rows] < 0.5
+    for key in ('image', 'digits'):
+      if key in batch:
+        # Width is the axis before channels: [..., H, W, C].
+        flipped = np.flip(batch[key], axis=-2)
+        where = flip.reshape(-1, *([1] * (batch[key].ndim - 1)))
+        batch[key] = np.where(where, flipped, batch[key])
+  for key in ('image', 'digits'):
+    if key in batch:
+      batch[key] = _to_float(batch[key])
+  return batch
 
 
 def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shift: int,
+                  pairs: bool = False, random_flip: bool = False,
                   start_step: int = 0, prefetch: int = 2,
                   process_index: int = 0, process_count: int = 1):
   """Endless `train_batch(split, s, ...)` for s = start_step, start_step + 1...
@@ -171,6 +205,8 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
     batch_size: see `train_batch`.
     seed: see `train_batch`.
     max_shift: see `train_batch`.
+    pairs: see `train_batch`.
+    random_flip: see `train_batch`.
     start_step: the first step, e.g. the step restored from a checkpoint.
     prefetch: batches computed ahead; 0 computes each batch on demand.
     process_index: see `train_batch`.
@@ -187,7 +223,8 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
 
   def make(step):
     return train_batch(split, step, batch_size=batch_size, seed=seed,
-                       max_shift=max_shift, process_index=process_index,
+                       max_shift=max_shift, pairs=pairs,
+                       random_flip=random_flip, process_index=process_index,
                        process_count=process_count)
 
   if prefetch == 0:
@@ -233,7 +270,8 @@ def eval_batches(split: datasets.Split, batch_size: int, *, process_index: int =
   Returns:
     An iterator of `{'image': [B/P, H, W, C] float32 in [0, 1],
     'label': [B/P] int32, 'mask': [B/P] float32}` with mask 1 for real rows
-    and 0 for padding.
+    and 0 for padding; a split with `digits` (MultiMNIST) also gives
+    'digits' `[B/P, 2, H, W, C]` float32 and `[B/P, 2]` labels.
   """
   batch_size = _check_int(batch_size, 'batch_size', 1)
   rows = _process_rows(batch_size, process_index, process_count)
@@ -244,13 +282,19 @@ def _eval_batches(split: datasets.Split, batch_size: int, rows: slice):
   local_size = rows.stop - rows.start
   for start in range(0, split.num_examples, batch_size):
     # Slicing clips at the end of the split: a process past it gets 0 rows.
-    images = split.images[start + rows.start:start + rows.stop]
-    labels = split.labels[start + rows.start:start + rows.stop]
+    part = slice(start + rows.start, start + rows.stop)
+    batch = {'image': split.images[part], 'label': split.labels[part]}
+    if split.digits is not None:
+      batch['digits'] = split.digits[part]
     mask = np.ones(local_size, np.float32)
-    num_real = len(labels)
+    num_real = len(batch['label'])
     if num_real < local_size:
       padding = local_size - num_real
-      images = np.pad(images, ((0, padding), (0, 0), (0, 0), (0, 0)))
-      labels = np.pad(labels, (0, padding))
+      batch = {k: np.pad(v, ((0, padding),) + ((0, 0),) * (v.ndim - 1))
+               for k, v in batch.items()}
       mask[num_real:] = 0
-    yield {'image': _to_float(images), 'label': labels, 'mask': mask}
+    batch['image'] = _to_float(batch['image'])
+    if 'digits' in batch:
+      batch['digits'] = _to_float(batch['digits'])
+    batch['mask'] = mask
+    yield batch
