@@ -477,13 +477,15 @@ def _read_idx(path: str, expected_magic: int) -> np.ndarray:
 
 
 def _load_embedded(config) -> Dataset:
-  """The offline MNIST sample: 5,000 digits, 500 per class.
+  """The offline MNIST sample: 5,000 digits, 500 per class ('mnist_5k').
 
   See capsjax/data/README.md for provenance. `holdout_per_class` digits of
   each class form the test split (100 -> 4,000 train / 1,000 test).
   """
   name = _str_field(config, 'name')
-  if name != EMBEDDED_NAME:
+  # The sample is MNIST's, so the configs' default name 'mnist' selects it
+  # too: --config.dataset.source=embedded alone works on any MNIST config.
+  if name not in (EMBEDDED_NAME, 'mnist'):
     raise errors.DataError(f'unknown embedded dataset {name!r}; set '
                     f'--config.dataset.name={EMBEDDED_NAME} (the only one).')
   holdout = _field(config, 'holdout_per_class')
