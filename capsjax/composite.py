@@ -153,7 +153,7 @@ def compose(dataset: datasets.Dataset, dataset_config) -> datasets.Dataset:
     amount = margin // 2
     test = pad(dataset.test.images, amount)
     shifts = np.random.default_rng([TEST_SEED, canvas_size]).integers(
-        -amount, amount, size=(len(test), 2), endpoint=True)
+        0, 1, size=(len(test), 2), endpoint=True)
     from capsjax import input_pipeline  # pylint: disable=g-import-not-at-top
     return datasets.Dataset(
         name=f'canvas{canvas_size}:{dataset.name}',

@@ -156,7 +156,9 @@ def test_pair_reconstruction_loss_matches_digits_to_their_capsules():
 def test_capsnet_reconstructs_each_digit():
   config = small_config('multimnist')
   model = models.create_model(config.model, (36, 36, 1), 10)
-  images = jnp.zeros((3, 36, 36, 1))
+  # Random images: on blank ones every capsule is zero and every
+  # reconstruction the same.
+  images = jax.random.uniform(jax.random.key(1), (3, 36, 36, 1))
   params = model.init(jax.random.key(0), images)['params']
   labels = jnp.array([[1, 2], [3, 4], [5, 6]])
   out = model.apply({'params': params}, images, labels)
