@@ -1,5 +1,7 @@
 """MultiMNIST: pairing, overlay geometry, the top-2 metric, two-digit CapsNet."""
+import importlib.util
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ from capsjax import models
 from capsjax import train
 
 EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k'}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -185,6 +188,14 @@ def test_capsnet_end_to_end(tmp_path):
       100 * (1 - summary['test_accuracy']))
   assert summary['dataset'] == 'multimnist:embedded:mnist_5k'
   assert summary['test_loss'] > 0
+  # The paper's Figure 5 from the workdir.
+  spec = importlib.util.spec_from_file_location(
+      'visualize', os.path.join(ROOT, 'experiments', 'visualize.py'))
+  visualize = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(visualize)
+  paths = visualize.visualize(str(tmp_path), str(tmp_path / 'figures'))
+  assert list(paths) == ['multimnist_reconstructions']
+  assert os.path.getsize(paths['multimnist_reconstructions']) > 1000
 
 
 def test_baseline_end_to_end(tmp_path):
