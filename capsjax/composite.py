@@ -134,7 +134,9 @@ def compose(dataset: datasets.Dataset, dataset_config) -> datasets.Dataset:
     train = pad(dataset.train.images, shift)
     test_images = pad(dataset.test.images, shift)
     rng = np.random.default_rng([TEST_SEED, shift, size])
-    bases = np.arange(size) % dataset.test.num_examples
+    # Every test digit is a base once before any is twice, in a seeded
+    # order (splits may be sorted by class).
+    bases = np.resize(rng.permutation(dataset.test.num_examples), size)
     merged, labels, digits = overlay_pairs(
         test_images, dataset.test.labels, bases, rng, shift)
     return datasets.Dataset(

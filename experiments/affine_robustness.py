@@ -47,7 +47,7 @@ from capsjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 
-NUM_FIGURE_EXAMPLES = 8
+NUM_FIGURE_EXAMPLES = 10
 EVAL_BATCH = 256
 COLUMNS = ('model', 'workdir', 'steps', 'clean_accuracy', 'affine_accuracy',
            'clean_examples', 'affine_examples')
@@ -145,8 +145,10 @@ def evaluate(workdirs: Sequence[str], out: str | None = None,
   workdir_lib.write_text(os.path.join(out, 'results.md'),
                          results_markdown(rows, description))
   workdir_lib.write_text(os.path.join(out, 'results.csv'), results_csv(rows))
-  plot_examples(images[:NUM_FIGURE_EXAMPLES], labels[:NUM_FIGURE_EXAMPLES],
-                [p[:NUM_FIGURE_EXAMPLES] for p in predictions],
+  # One digit of each class (test splits may be sorted by class).
+  shown = np.array([np.flatnonzero(labels == k)[0]
+                    for k in np.unique(labels)][:NUM_FIGURE_EXAMPLES])
+  plot_examples(images[shown], labels[shown], [p[shown] for p in predictions],
                 [f'{r["model"]} ({os.path.basename(r["workdir"])})'
                  for r in rows], os.path.join(out, 'examples.png'))
   logging.info('Wrote results.md, results.csv and examples.png to %s.', out)

@@ -388,12 +388,12 @@ def plot_multimnist(images, reconstructions, labels, decoded,
 def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
   """Figure 5 for a MultiMNIST CapsNet run; returns {name: path}."""
   test = run.dataset.test
-  count = min(NUM_MULTIMNIST_EXAMPLES, test.num_examples)
-  images = to_float(test.images[:count])
+  shown = first_of_each_class(test.labels[:, 0], NUM_MULTIMNIST_EXAMPLES)
+  images = to_float(test.images[shown])
   outputs = forward(run, images, reconstruct=True)
   path = os.path.join(out, 'multimnist_reconstructions.png')
   plot_multimnist(images, np.asarray(outputs.reconstructions),
-                  test.labels[:count], np.asarray(outputs.decoded), path)
+                  test.labels[shown], np.asarray(outputs.decoded), path)
   logging.info('Wrote %s.', path)
   return {'multimnist_reconstructions': path}
 

@@ -121,6 +121,8 @@ def test_test_set_is_fixed_and_sized(digits):
   np.testing.assert_array_equal(first.test.images, second.test.images)
   np.testing.assert_array_equal(first.test.labels, second.test.labels)
   assert first.test.num_examples == 60
+  # Bases in a seeded order, not the split's (the sample is sorted by class).
+  assert len(set(first.test.labels[:, 0].tolist())) == 10
   assert np.all(first.test.labels[:, 0] != first.test.labels[:, 1])
   batches = list(input_pipeline.eval_batches(first.test, 32))
   assert [b['mask'].sum() for b in batches] == [32, 28]
