@@ -155,7 +155,7 @@ def compose(dataset: datasets.Dataset, dataset_config) -> datasets.Dataset:
     amount = margin // 2
     test = pad(dataset.test.images, amount)
     shifts = np.random.default_rng([TEST_SEED, canvas_size]).integers(
-        0, 1, size=(len(test), 2), endpoint=True)
+        -amount, amount, size=(len(test), 2), endpoint=True)
     from capsjax import input_pipeline  # pylint: disable=g-import-not-at-top
     return datasets.Dataset(
         name=f'canvas{canvas_size}:{dataset.name}',
