@@ -21,6 +21,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Optional
 
 import numpy as np
 
@@ -76,10 +77,14 @@ class Split:
 
   Attributes:
     images: `[N, H, W, C] uint8` pixels, 0-255.
-    labels: `[N] int32` class indices.
+    labels: `[N] int32` class indices, or `[N, T] int32` for images of T
+      digits (MultiMNIST, see `composite`).
+    digits: None, or with `[N, T]` labels the `[N, T, H, W, C] uint8` digits
+      each image was made of, in label order (reconstruction targets).
   """
   images: np.ndarray
   labels: np.ndarray
+  digits: Optional[np.ndarray] = None
 
   def __post_init__(self):
     images, labels = self.images, self.labels
@@ -89,11 +94,18 @@ class Split:
           f'Split.images must be a [N, H, W, C] uint8 numpy array, got '
           f'{describe_array(images)}; add a channel axis and convert with '
           f'.astype(np.uint8).')
-    if not (isinstance(labels, np.ndarray) and labels.ndim == 1
+    if not (isinstance(labels, np.ndarray) and labels.ndim in (1, 2)
             and labels.dtype == np.int32):
       raise errors.DataError(
-          f'Split.labels must be a [N] int32 numpy array, got '
+          f'Split.labels must be a [N] (or [N, T]) int32 numpy array, got '
           f'{describe_array(labels)}; convert with .astype(np.int32).')
+    wanted = (*labels.shape, *images.shape[1:])
+    if (self.digits is not None or labels.ndim == 2) and not (
+        isinstance(self.digits, np.ndarray) and self.digits.shape == wanted
+        and self.digits.dtype == np.uint8):
+      raise errors.DataError(
+          f'Split.digits must be {list(wanted)} uint8 with [N, T] labels (and '
+          f'None otherwise), got {describe_array(self.digits)}.')
     if len(images) != len(labels):
       raise errors.DataError(
           f'Split has {len(images)} images but {len(labels)} labels; pass '
@@ -123,12 +135,19 @@ class Dataset:
     num_classes: labels are in `[0, num_classes)`.
     class_names: the name of each class, by label, if the source has names
       (folder names, tfds label names); else None.
+    train_shift: 0, or (set by `composite`) the padding of the training
+      digits: each training digit is shifted by up to this many pixels in
+      place of `config.dataset.max_shift`.
+    pairs: (set by `composite`) each training example overlays two digits of
+      different classes (MultiMNIST).
   """
   name: str
   train: Split
   test: Split
   num_classes: int
   class_names: tuple[str, ...] | None = None
+  train_shift: int = 0
+  pairs: bool = False
 
   def __post_init__(self):
     if (self.class_names is not None
@@ -186,7 +205,8 @@ def load(config) -> Dataset:
       `test_split`, `image_feature`, `label_feature`, `read_size`; idx:
       `directory`; embedded: `name` ('mnist_5k') and `holdout_per_class`;
       folder: `directory`, `image_size`, `channels`, `resize` and
-      `holdout_fraction`.
+      `holdout_fraction`. `multimnist` or `canvas_size` turn any of them into
+      a generated set (see `composite.compose`).
 
   Returns:
     The `Dataset`, both splits as numpy arrays.
@@ -199,7 +219,9 @@ def load(config) -> Dataset:
   if source not in SOURCES:
     raise errors.DataError(f'unknown dataset source {source!r}; set '
                     f'--config.dataset.source to one of {", ".join(SOURCES)}.')
-  return SOURCES[source](config)
+  # Imported here: composite builds on this module's Split and Dataset.
+  from capsjax import composite  # pylint: disable=g-import-not-at-top
+  return composite.compose(SOURCES[source](config), config)
 
 
 # -------------------------------------------------------------------- tfds --
@@ -515,13 +537,15 @@ def _read_idx(path: str, expected_magic: int) -> np.ndarray:
 
 
 def _load_embedded(config) -> Dataset:
-  """The offline MNIST sample: 5,000 digits, 500 per class.
+  """The offline MNIST sample: 5,000 digits, 500 per class ('mnist_5k').
 
   See capsjax/data/README.md for provenance. `holdout_per_class` digits of
   each class form the test split (100 -> 4,000 train / 1,000 test).
   """
   name = _str_field(config, 'name')
-  if name != EMBEDDED_NAME:
+  # The sample is MNIST's, so the configs' default name 'mnist' selects it
+  # too: --config.dataset.source=embedded alone works on any MNIST config.
+  if name not in (EMBEDDED_NAME, 'mnist'):
     raise errors.DataError(f'unknown embedded dataset {name!r}; set '
                     f'--config.dataset.name={EMBEDDED_NAME} (the only one).')
   holdout = _field(config, 'holdout_per_class')

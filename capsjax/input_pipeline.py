@@ -14,6 +14,7 @@ import operator
 
 import numpy as np
 
+from capsjax import composite
 from capsjax import datasets
 from capsjax.errors import DataError
 
@@ -206,9 +207,10 @@ def _process_rows(batch_size: int, process_index, process_count) -> slice:
 
 
 def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
-                max_shift: int, process_index: int = 0,
-                process_count: int = 1, crop_size: int = 0,
-                brightness_delta: float = 0.0, contrast_delta: float = 0.0,
+                max_shift: int, pairs: bool = False, random_flip: bool = False,
+                process_index: int = 0, process_count: int = 1,
+                crop_size: int = 0, brightness_delta: float = 0.0,
+                contrast_delta: float = 0.0,
                 standardize: bool = False) -> dict[str, np.ndarray]:
   """This process's rows of the training batch of `step`; a pure function.
 
@@ -216,17 +218,23 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
   dropped); epoch `e` visits the examples in a random order seeded by
   `(seed, e)`. Each image is then shifted by `(dy, dx)`, both uniform in
   `[-max_shift, max_shift]`, with zero fill (the paper's augmentation), drawn
-  from a generator seeded by `(seed, step)`. Then, as the matrix capsules
-  paper does for smallNORB (Sec. 4), each image can be cropped to a random
-  `crop_size` square, get a random brightness shift in `[-brightness_delta,
-  brightness_delta]` and contrast factor in `[1 - contrast_delta, 1 +
-  contrast_delta]` (`jitter`) and be standardised (`standardize_images`);
-  all drawn from generators seeded by `(seed, step)`.
+  from a generator seeded by `(seed, step)`.
 
-  The order, the shifts, crops and jitter are drawn for the whole global
-  batch, and process `p` of `P` gathers and shifts only rows `[p * B / P,
-  (p + 1) * B / P)`; so the processes' rows concatenate to the
-  single-process batch, whatever `P`.
+  With `pairs` (MultiMNIST, see `composite`) each example instead overlays
+  its digit and a digit of another class, each shifted separately; partners
+  and shifts are drawn from a generator seeded by `(seed, step)`. With
+  `random_flip` each image is mirrored left-right with probability 1/2. Then,
+  as the matrix capsules paper does for smallNORB (Sec. 4), each image can be
+  cropped to a random `crop_size` square, get a random brightness shift in
+  `[-brightness_delta, brightness_delta]` and contrast factor in
+  `[1 - contrast_delta, 1 + contrast_delta]` (`jitter`) and be standardised
+  (`standardize_images`). Every draw comes from its own generator seeded by
+  `(stream, seed, step)`.
+
+  The order, shifts, partners, flips, crops and jitter are drawn for the
+  whole global batch, and process `p` of `P` gathers and transforms only
+  rows `[p * B / P, (p + 1) * B / P)`; so the processes' rows concatenate to
+  the single-process batch, whatever `P`.
 
   Args:
     split: the training examples.
@@ -234,6 +242,8 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
     batch_size: examples per global batch, at most `split.num_examples`.
     seed: non-negative int; the same seed gives the same batches.
     max_shift: largest shift in pixels; 0 turns augmentation off.
+    pairs: overlay pairs of digits of different classes (MultiMNIST).
+    random_flip: mirror half the images left-right.
     process_index: this process, in `[0, process_count)`.
     process_count: processes sharing the global batch; divides `batch_size`.
     crop_size: side of the random square crop; 0 keeps the whole image.
@@ -244,7 +254,8 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
   Returns:
     `{'image': [B/P, H, W, C] float32, 'label': [B/P] int32}`; H = W =
     crop_size if set; the pixels are in [0, 1] unless jittered or
-    standardised.
+    standardised. With `pairs`, 'label' is `[B/P, 2]` (base, partner) and
+    'digits' `[B/P, 2, H, W, C]` float32 holds the two shifted digits.
   """
   batch_size, seed, max_shift = _check_batching(split, batch_size, seed,
                                                 max_shift)
@@ -258,30 +269,50 @@ def train_batch(split: datasets.Split, step: int, *, batch_size: int, seed: int,
   order = np.random.default_rng([0, seed, epoch]).permutation(
       split.num_examples)
   indices = order[index_in_epoch * batch_size:(index_in_epoch + 1) * batch_size]
-  indices = indices[rows]
-  images = split.images[indices]
-  if max_shift:
-    shifts = np.random.default_rng([1, seed, step]).integers(
-        -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
-    images = shift_images(images, shifts[rows])
+  if pairs:
+    # Drawn for the whole global batch, then this process's rows.
+    merged, labels, digits = composite.overlay_pairs(
+        split.images, split.labels, indices,
+        np.random.default_rng([4, seed, step]), max_shift)
+    batch = {'image': merged[rows], 'label': labels[rows],
+             'digits': digits[rows]}
+  else:
+    indices = indices[rows]
+    images = split.images[indices]
+    if max_shift:
+      shifts = np.random.default_rng([1, seed, step]).integers(
+          -max_shift, max_shift, size=(batch_size, 2), endpoint=True)
+      images = shift_images(images, shifts[rows])
+    batch = {'image': images, 'label': split.labels[indices]}
+  if random_flip:
+    flip = np.random.default_rng([5, seed, step]).random(batch_size)[rows] < 0.5
+    for key in ('image', 'digits'):
+      if key in batch:
+        # Width is the axis before channels: [..., H, W, C].
+        flipped = np.flip(batch[key], axis=-2)
+        where = flip.reshape(-1, *([1] * (batch[key].ndim - 1)))
+        batch[key] = np.where(where, flipped, batch[key])
   if crop_size:
     height, width = split.images.shape[1:3]
     offsets = np.random.default_rng([2, seed, step]).integers(
         0, [height - crop_size, width - crop_size], size=(batch_size, 2),
         endpoint=True)
-    images = crop_images(images, offsets[rows], crop_size)
-  images = _to_float(images)
+    batch['image'] = crop_images(batch['image'], offsets[rows], crop_size)
+  for key in ('image', 'digits'):
+    if key in batch:
+      batch[key] = _to_float(batch[key])
   if brightness_delta or contrast_delta:
     draws = np.random.default_rng([3, seed, step]).uniform(
         -1.0, 1.0, size=(batch_size, 2))[rows]
-    images = jitter(images, brightness_delta * draws[:, 0],
-                    1.0 + contrast_delta * draws[:, 1])
+    batch['image'] = jitter(batch['image'], brightness_delta * draws[:, 0],
+                            1.0 + contrast_delta * draws[:, 1])
   if standardize:
-    images = standardize_images(images)
-  return {'image': images, 'label': split.labels[indices]}
+    batch['image'] = standardize_images(batch['image'])
+  return batch
 
 
 def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shift: int,
+                  pairs: bool = False, random_flip: bool = False,
                   start_step: int = 0, prefetch: int = 2,
                   process_index: int = 0, process_count: int = 1,
                   **preprocess):
@@ -296,6 +327,8 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
     batch_size: see `train_batch`.
     seed: see `train_batch`.
     max_shift: see `train_batch`.
+    pairs: see `train_batch`.
+    random_flip: see `train_batch`.
     start_step: the first step, e.g. the step restored from a checkpoint.
     prefetch: batches computed ahead; 0 computes each batch on demand.
     process_index: see `train_batch`.
@@ -315,7 +348,8 @@ def train_batches(split: datasets.Split, *, batch_size: int, seed: int, max_shif
 
   def make(step):
     return train_batch(split, step, batch_size=batch_size, seed=seed,
-                       max_shift=max_shift, process_index=process_index,
+                       max_shift=max_shift, pairs=pairs,
+                       random_flip=random_flip, process_index=process_index,
                        process_count=process_count, **preprocess)
 
   if prefetch == 0:
@@ -366,7 +400,8 @@ def eval_batches(split: datasets.Split, batch_size: int, *, process_index: int =
     An iterator of `{'image': [B/P, H, W, C] float32 (in [0, 1] unless
     standardised; H = W = crop_size if set),
     'label': [B/P] int32, 'mask': [B/P] float32}` with mask 1 for real rows
-    and 0 for padding.
+    and 0 for padding; a split with `digits` (MultiMNIST) also gives
+    'digits' `[B/P, 2, H, W, C]` float32 and `[B/P, 2]` labels.
   """
   batch_size = _check_int(batch_size, 'batch_size', 1)
   rows = _process_rows(batch_size, process_index, process_count)
@@ -390,15 +425,20 @@ def _eval_batches(split: datasets.Split, batch_size: int, rows: slice,
   local_size = rows.stop - rows.start
   for start in range(0, split.num_examples, batch_size):
     # Slicing clips at the end of the split: a process past it gets 0 rows.
-    images = split.images[start + rows.start:start + rows.stop]
-    labels = split.labels[start + rows.start:start + rows.stop]
+    part = slice(start + rows.start, start + rows.stop)
+    batch = {'image': split.images[part], 'label': split.labels[part]}
+    if split.digits is not None:
+      batch['digits'] = split.digits[part]
     mask = np.ones(local_size, np.float32)
-    num_real = len(labels)
+    num_real = len(batch['label'])
     if num_real < local_size:
       padding = local_size - num_real
-      images = np.pad(images, ((0, padding), (0, 0), (0, 0), (0, 0)))
-      labels = np.pad(labels, (0, padding))
+      batch = {k: np.pad(v, ((0, padding),) + ((0, 0),) * (v.ndim - 1))
+               for k, v in batch.items()}
       mask[num_real:] = 0
-    yield {'image': eval_images(images, crop_size=crop_size,
-                                standardize=standardize),
-           'label': labels, 'mask': mask}
+    batch['image'] = eval_images(batch['image'], crop_size=crop_size,
+                                 standardize=standardize)
+    if 'digits' in batch:
+      batch['digits'] = _to_float(batch['digits'])
+    batch['mask'] = mask
+    yield batch

@@ -69,14 +69,49 @@ def reconstruction_loss(reconstructions: jax.Array,
   return jnp.sum(jnp.square(diff), axis=-1)
 
 
+def multi_hot(pairs: jax.Array, num_classes: int) -> jax.Array:
+  """`[B, T]` class indices -> `[B, num_classes]` targets, 1 where present."""
+  return jnp.max(jax.nn.one_hot(pairs, num_classes), axis=-2)
+
+
+def pair_reconstruction_loss(reconstructions: jax.Array, digits: jax.Array,
+                             decoded: jax.Array,
+                             labels: jax.Array) -> jax.Array:
+  """Sum of the two digits' reconstruction losses (MultiMNIST, Section 6).
+
+  Reconstruction t was decoded from the capsule of class `decoded[:, t]`;
+  it is compared with the digit of that class. In training `decoded` is
+  `labels`; at test time it is the two longest capsules, and when one of
+  them is a label in the other slot the pair is compared crosswise.
+
+  Args:
+    reconstructions: `[B, 2, H, W, C]`.
+    digits: `[B, 2, H, W, C]`, the digits in the order of `labels`.
+    decoded: `[B, 2]` int, the classes the reconstructions were decoded from.
+    labels: `[B, 2]` int, the classes of `digits`.
+
+  Returns:
+    `[B]`.
+  """
+  def pair_loss(first, second):
+    return (reconstruction_loss(reconstructions[:, 0], first)
+            + reconstruction_loss(reconstructions[:, 1], second))
+  crossed = ((decoded[:, 0] == labels[:, 1]) | (decoded[:, 1] == labels[:, 0]))
+  return jnp.where(crossed, pair_loss(digits[:, 1], digits[:, 0]),
+                   pair_loss(digits[:, 0], digits[:, 1]))
+
+
 def margin_objective(outputs, batch, loss_config,
                      step=None) -> dict[str, jax.Array]:
   """The paper's loss: margin loss + weight x reconstruction loss (Sec. 4.1).
 
   Args:
     outputs: with `scores: [B, K]` capsule lengths and `reconstructions`
-      (`[B, H, W, C]`, or None when the decoder did not run).
-    batch: with `label` (`[B]` classes or `[B, K]` targets) and `image`.
+      (`[B, H, W, C]`, or `[B, 2, H, W, C]` with `decoded: [B, 2]` for
+      images of two digits, or None when the decoder did not run).
+    batch: with `label` (`[B]` classes) and `image`; or, for MultiMNIST,
+      `label: [B, 2]` (both present in the margin loss) and `digits:
+      [B, 2, H, W, C]` (each reconstruction's target).
     loss_config: `config.loss`: m_plus, m_minus, lambda_,
       reconstruction_weight.
     step: unused (no schedule).
@@ -84,11 +119,17 @@ def margin_objective(outputs, batch, loss_config,
   Returns:
     Per-example 'loss', 'margin_loss' and 'reconstruction_loss', each `[B]`.
   """
+  labels = batch['label']
+  pairs = 'digits' in batch
+  targets = multi_hot(labels, outputs.scores.shape[-1]) if pairs else labels
   margin = margin_loss(
-      outputs.scores, batch['label'], m_plus=loss_config.m_plus,
+      outputs.scores, targets, m_plus=loss_config.m_plus,
       m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
   if outputs.reconstructions is None:
     recon = jnp.zeros_like(margin)
+  elif pairs:
+    recon = pair_reconstruction_loss(outputs.reconstructions, batch['digits'],
+                                     outputs.decoded, labels)
   else:
     recon = reconstruction_loss(outputs.reconstructions, batch['image'])
   total = margin + loss_config.reconstruction_weight * recon
@@ -158,3 +199,46 @@ def spread_objective(outputs, batch, loss_config,
   loss = spread_loss(outputs.scores, batch['label'], margin)
   return {'loss': loss, 'spread_loss': loss,
           'margin': jnp.broadcast_to(margin, loss.shape)}
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """`-log softmax(logits)[label]`: `[B, K]`, `[B]` int -> `[B]`."""
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+
+
+def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Binary cross-entropy of every class, summed: `[B, K]`, `[B, K]` -> `[B]`.
+
+  One independent sigmoid per class, so several classes can be present.
+  """
+  per_class = (jax.nn.softplus(logits) - targets * logits)
+  return jnp.sum(per_class, axis=-1)
+
+
+def cross_entropy_objective(outputs, batch, loss_config,
+                            step=None) -> dict[str, jax.Array]:
+  """The baseline CNN's loss (Section 5): cross-entropy of its logits.
+
+  Softmax cross-entropy for one label per image (`label: [B]`); for two
+  digits per image (`label: [B, 2]`, MultiMNIST) a sigmoid per class with
+  both labels as targets, as the paper's official code trains its
+  MultiMNIST baseline.
+
+  Args:
+    outputs: with `scores: [B, K]` logits.
+    batch: with `label`, `[B]` or `[B, 2]` int.
+    loss_config: unused (the baseline has no loss hyperparameters).
+    step: unused.
+
+  Returns:
+    `{'loss': [B]}`.
+  """
+  del loss_config, step
+  labels = batch['label']
+  if labels.ndim == 2:
+    loss = sigmoid_cross_entropy(
+        outputs.scores, multi_hot(labels, outputs.scores.shape[-1]))
+  else:
+    loss = softmax_cross_entropy(outputs.scores, labels)
+  return {'loss': loss}

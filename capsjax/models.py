@@ -1,6 +1,7 @@
 """Models assembled from layers, and the registry that builds them by name.
 
   CapsNet            Sabour, Frosst & Hinton (2017), Section 4: 'capsnet'
+  BaselineCNN        the same paper's CNN baseline, Section 5: 'baseline_cnn'
   EfficientCapsNet   Mazzia, Salvetti & Chiaberge (2021): 'efficient_capsnet'
   MatrixCapsNetEM    Hinton, Sabour & Frosst (2018), Section 3:
                      'matrix_capsnet_em'
@@ -32,11 +33,15 @@ class CapsNetOutput(NamedTuple):
   reconstructions: `[B, H, W, C]` decoder output, or None if not asked for.
   couplings:       `[B, r, num_primary, K]` coupling coefficients of every
                    routing iteration, or None if not asked for.
+  decoded:         with `num_targets` 2, the `[B, 2]` classes whose capsules
+                   the two reconstructions `[B, 2, H, W, C]` came from;
+                   otherwise None.
   """
   capsules: jax.Array
   lengths: jax.Array
   reconstructions: Optional[jax.Array]
   couplings: Optional[jax.Array]
+  decoded: Optional[jax.Array] = None
 
   @property
   def scores(self) -> jax.Array:
@@ -96,6 +101,8 @@ class CapsNet(nn.Module):
       everything else, routing included, is float32.
     routing_memory: 'full' | 'chunked', see `layers.Capsules`.
     routing_chunk: input capsules per chunk for routing_memory='chunked'.
+    num_targets: digits per image: 1, or 2 for MultiMNIST, where each digit
+      is reconstructed from its own masked capsule (Section 6).
   """
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
@@ -113,6 +120,7 @@ class CapsNet(nn.Module):
   compute_dtype: str = 'float32'
   routing_memory: str = 'full'
   routing_chunk: int = 128
+  num_targets: int = 1
 
   def _check_images(self, images):
     primary_grid(self.input_shape, self.conv1_kernel, self.primary_kernel,
@@ -131,8 +139,9 @@ class CapsNet(nn.Module):
 
     Args:
       images: `[B, H, W, C]`.
-      labels: `[B]` int. If given, the decoder sees the capsule of the true
-        label (training); if None, the longest capsule (test time).
+      labels: `[B]` int (`[B, 2]` with `num_targets` 2). If given, the
+        decoder sees the capsule of the true label (training); if None, the
+        longest capsule (the two longest with `num_targets` 2; test time).
       train: part of every model's interface (`MODELS`); CapsNet has no
         dropout or batch statistics, so it changes nothing here.
       reconstruct: run the decoder.
@@ -159,13 +168,82 @@ class CapsNet(nn.Module):
       digits, couplings = digits
     lengths = ops.safe_norm(digits)
 
-    reconstructions = None
+    reconstructions = decoded = None
     if reconstruct or self.is_initializing():
-      select = jnp.argmax(lengths, axis=-1) if labels is None else labels
-      reconstructions = layers.Decoder(
-          tuple(self.input_shape), tuple(self.decoder_hidden),
-          name='decoder')(digits, select)
-    return CapsNetOutput(digits, lengths, reconstructions, couplings)
+      decoder = layers.Decoder(tuple(self.input_shape),
+                               tuple(self.decoder_hidden), name='decoder')
+      if self.num_targets == 1:
+        select = jnp.argmax(lengths, axis=-1) if labels is None else labels
+        reconstructions = decoder(digits, select.reshape(-1))
+      else:
+        decoded = (jax.lax.top_k(lengths, self.num_targets)[1]
+                   if labels is None or labels.ndim == 1 else labels)
+        # One decoder, called once per digit: the weights are shared.
+        reconstructions = jnp.stack(
+            [decoder(digits, decoded[:, t]) for t in range(self.num_targets)],
+            axis=1)
+    return CapsNetOutput(digits, lengths, reconstructions, couplings, decoded)
+
+
+class BaselineOutput(NamedTuple):
+  """What `BaselineCNN` returns: `scores: [B, K]` logits, no reconstructions."""
+  scores: jax.Array
+  reconstructions: Optional[jax.Array] = None
+
+
+class BaselineCNN(nn.Module):
+  """The paper's CNN baseline (Section 5), trained with cross-entropy.
+
+  ReLU convolutions (stride 1, optionally each followed by 2x2 max pooling),
+  ReLU fully connected layers, dropout, and a linear layer of `num_classes`
+  logits. The defaults are the paper's MNIST baseline: 5x5 convolutions of
+  256, 256 and 128 channels (SAME padding, no pooling: that is what gives the
+  paper's 35.4M parameters), then 328 and 192 units.
+
+  Attributes:
+    num_classes: K, number of logits.
+    input_shape: `(H, W, C)` of the images.
+    channels: output channels of each convolution.
+    kernel: square kernel size.
+    padding: 'SAME' or 'VALID'.
+    pool: 2x2 stride-2 max pooling (SAME) after each convolution.
+    hidden: widths of the fully connected ReLU layers.
+    dropout: dropout rate before the logits, active when `train`.
+  """
+  num_classes: int = 10
+  input_shape: Sequence[int] = (28, 28, 1)
+  channels: Sequence[int] = (256, 256, 128)
+  kernel: int = 5
+  padding: str = 'SAME'
+  pool: bool = False
+  hidden: Sequence[int] = (328, 192)
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: Optional[jax.Array] = None, *,
+               train: bool = False, reconstruct: bool = True) -> BaselineOutput:
+    """`images: [B, H, W, C]` -> `BaselineOutput` with `scores: [B, K]`.
+
+    `labels` and `reconstruct` are part of every model's interface and
+    unused here. Dropout draws from the 'dropout' rng when `train`.
+    """
+    del labels, reconstruct
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
+      raise errors.InputShapeError(
+          f'images have shape {tuple(images.shape)} but the model was built '
+          f'for [B, {", ".join(map(str, self.input_shape))}]; build '
+          f'BaselineCNN with input_shape={tuple(images.shape[1:])}.')
+    h = images
+    for i, width in enumerate(self.channels):
+      h = nn.relu(nn.Conv(width, (self.kernel, self.kernel),
+                          padding=self.padding, name=f'conv{i + 1}')(h))
+      if self.pool:
+        h = nn.max_pool(h, (2, 2), strides=(2, 2), padding='SAME')
+    h = h.reshape(h.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(nn.Dense(width, name=f'fc{i + 1}')(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return BaselineOutput(nn.Dense(self.num_classes, name='logits')(h))
 
 
 class MatrixCapsOutput(NamedTuple):
@@ -431,6 +509,11 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   _int_fields(model_config, (
       'routing_iters', 'conv1_channels', 'conv1_kernel', 'primary_types',
       'primary_dim', 'primary_kernel', 'primary_stride', 'digit_dim'))
+  if model_config.num_targets not in (1, 2) or isinstance(
+      model_config.num_targets, bool):
+    raise errors.ConfigError(
+        f'config.model.num_targets must be 1 or 2 (digits per image), got '
+        f'{model_config.num_targets!r}; set --config.model.num_targets=1.')
   _choice(model_config, 'routing', tuple(routing.ROUTINGS))
   _choice(model_config, 'conv_impl', conv.CONV_IMPLS)
   _choice(model_config, 'compute_dtype', conv.COMPUTE_DTYPES)
@@ -474,7 +557,8 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
       conv_impl=model_config.conv_impl,
       compute_dtype=model_config.compute_dtype,
       routing_memory=routing_memory,
-      routing_chunk=routing_chunk)
+      routing_chunk=routing_chunk,
+      num_targets=model_config.num_targets)
   if image_shape is not None:
     primary_grid(model.input_shape, model.conv1_kernel, model.primary_kernel,
                  model.primary_stride)
@@ -553,6 +637,51 @@ def _efficient_capsnet(model_config, image_shape,
   return model
 
 
+def _widths(model_config, name: str, example: str, allow_empty: bool):
+  widths = model_config[name]
+  if not (isinstance(widths, (tuple, list)) and (widths or allow_empty)
+          and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                  for w in widths)):
+    raise errors.ConfigError(
+        f'config.model.{name} must be a tuple of ints >= 1, got {widths!r}; '
+        f"set --config.model.{name}='{example}'.")
+  return tuple(widths)
+
+
+def _baseline_cnn(model_config, image_shape, num_classes) -> BaselineCNN:
+  channels = _widths(model_config, 'cnn_channels', '(256, 256, 128)', False)
+  hidden = _widths(model_config, 'cnn_hidden', '(328, 192)', True)
+  _int_fields(model_config, ('cnn_kernel',))
+  _choice(model_config, 'cnn_padding', ('SAME', 'VALID'))
+  if not isinstance(model_config.cnn_pool, bool):
+    raise errors.ConfigError(
+        f'config.model.cnn_pool must be True or False, got '
+        f'{model_config.cnn_pool!r}; set --config.model.cnn_pool=False.')
+  rate = model_config.cnn_dropout
+  if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+      or not 0 <= rate < 1):
+    raise errors.ConfigError(
+        f'config.model.cnn_dropout must be a rate in [0, 1), got {rate!r}; '
+        f'set --config.model.cnn_dropout=0.5.')
+  model = BaselineCNN(
+      num_classes=num_classes, input_shape=tuple(image_shape or (1, 1, 1)),
+      channels=channels, kernel=model_config.cnn_kernel,
+      padding=model_config.cnn_padding, pool=model_config.cnn_pool,
+      hidden=hidden, dropout=float(rate))
+  if image_shape is not None and model.padding == 'VALID':
+    size = min(image_shape[:2])
+    for _ in channels:
+      size = size - model.kernel + 1
+      if model.pool:
+        size = -(-size // 2)
+    if size < 1:
+      raise errors.InputShapeError(
+          f'{image_shape[0]}x{image_shape[1]} images are too small for '
+          f'{len(channels)} VALID {model.kernel}x{model.kernel} convolutions; '
+          f"set --config.model.cnn_padding='SAME'.")
+  return model
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """One entry of `MODELS`.
@@ -579,6 +708,7 @@ MODELS: dict[str, ModelSpec] = {
     'matrix_capsnet_em': ModelSpec(_matrix_capsnet_em, losses.spread_objective),
     'efficient_capsnet': ModelSpec(_efficient_capsnet,
                                    losses.margin_objective),
+    'baseline_cnn': ModelSpec(_baseline_cnn, losses.cross_entropy_objective),
 }
 
 

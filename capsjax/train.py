@@ -115,11 +115,23 @@ def model_variables(state: train_state.TrainState, params=None) -> dict:
   return variables
 
 
+def correct(scores: jax.Array, labels: jax.Array) -> jax.Array:
+  """`[B]` bool: the top-T scores are exactly the labels.
+
+  `labels: [B]` (T = 1, argmax) or `[B, T]` distinct classes (MultiMNIST,
+  T = 2: correct when the two highest scores are the image's two digits).
+  """
+  if labels.ndim == 1:
+    return jnp.argmax(scores, -1) == labels
+  top = jax.lax.top_k(scores, labels.shape[-1])[1]
+  return jnp.all(jnp.sort(top, -1) == jnp.sort(labels, -1), axis=-1)
+
+
 def per_example_metrics(objective, outputs, batch, loss_config, step):
-  """The objective's per-example losses plus 'accuracy' (argmax of scores)."""
+  """The objective's per-example losses plus 'accuracy' (see `correct`)."""
   metrics = objective(outputs, batch, loss_config, step)
-  correct = jnp.argmax(outputs.scores, -1) == batch['label']
-  metrics['accuracy'] = correct.astype(jnp.float32)
+  metrics['accuracy'] = correct(outputs.scores,
+                                batch['label']).astype(jnp.float32)
   return metrics
 
 
@@ -332,7 +344,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   batches = input_pipeline.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
-      max_shift=config.dataset.max_shift, start_step=start_step,
+      # A canvas or MultiMNIST dataset places its digits by its own shift.
+      max_shift=dataset.train_shift or config.dataset.max_shift,
+      pairs=dataset.pairs, random_flip=config.dataset.random_flip,
+      start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count(),
       **input_pipeline.preprocess_options(config.dataset))
   schedule = learning_rate_schedule(config)

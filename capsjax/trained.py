@@ -80,6 +80,8 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   model = recorded.get('model', {})
   model.setdefault('name', 'capsnet')
   model.setdefault('routing', 'dynamic')
+  # Before MultiMNIST every run had one digit per image.
+  model.setdefault('num_targets', 1)
   return ml_collections.ConfigDict(recorded)
 
 

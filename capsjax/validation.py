@@ -52,6 +52,40 @@ def _number(config, name: str, low: float, high: float, example,
         f'{value!r}; set --config.{name}={example}.')
 
 
+def _bool(config, name: str) -> None:
+  value = _get(config, name)
+  if not isinstance(value, bool):
+    raise errors.ConfigError(f'config.{name} must be True or False, got '
+                             f'{value!r}; set --config.{name}=False.')
+
+
+def _check_composition(config) -> None:
+  """The random_flip, canvas and MultiMNIST fields of config.dataset."""
+  _bool(config, 'dataset.random_flip')
+  _bool(config, 'dataset.multimnist')
+  _int_at_least(config, 'dataset.canvas_size', 0, 40, ' (0 = off)')
+  _int_at_least(config, 'dataset.multimnist_shift', 0, 4)
+  _int_at_least(config, 'dataset.multimnist_test_size', 1, 10000)
+  dataset = config.dataset
+  if dataset.multimnist and dataset.canvas_size:
+    raise errors.ConfigError(
+        'config.dataset.multimnist and canvas_size cannot be combined; set '
+        '--config.dataset.canvas_size=0.')
+  composed = ('multimnist' if dataset.multimnist else
+              'canvas_size' if dataset.canvas_size else None)
+  if composed and dataset.max_shift:
+    raise errors.ConfigError(
+        f'config.dataset.max_shift must be 0 with dataset.{composed} (the '
+        f'digits are already placed at random); set '
+        f'--config.dataset.max_shift=0.')
+  targets = 2 if dataset.multimnist else 1
+  if config.model.name == 'capsnet' and config.model.num_targets != targets:
+    raise errors.ConfigError(
+        f'config.model.num_targets must be {targets} with '
+        f'dataset.multimnist={dataset.multimnist}; set '
+        f'--config.model.num_targets={targets}.')
+
+
 def check_config(config) -> None:
   """Checks every field that can be wrong without looking at the data.
 
@@ -78,6 +112,7 @@ def check_config(config) -> None:
   _int_at_least(config, 'dataset.max_shift', 0, 2)
   if config.dataset.source == 'folder':
     datasets.check_folder_config(config.dataset)
+  _check_composition(config)
   for name in ('m_plus', 'm_minus', 'lambda_'):
     _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
                                                'lambda_': 0.5}[name])
@@ -116,6 +151,10 @@ def check_data(config, dataset):
         f'batch_size {config.batch_size} is larger than the training split '
         f'({dataset.train.num_examples} examples); lower --config.batch_size.')
   height, width = dataset.image_shape[:2]
+  if dataset.pairs and len(set(dataset.train.labels.tolist())) < 2:
+    raise errors.ConfigError(
+        'MultiMNIST needs training digits of at least two classes; use a '
+        'dataset with several classes or --config.dataset.multimnist=False.')
   if config.dataset.max_shift >= min(height, width):
     raise errors.ConfigError(
         f'max_shift {config.dataset.max_shift} would shift {height}x{width} '

@@ -65,6 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.brightness_delta = 0.0
   config.dataset.contrast_delta = 0.0
   config.dataset.standardize = False
+  config.dataset.random_flip = False  # mirror half the training images
+  # Expanded MNIST (Section 5.2): each digit at a random place on a black
+  # canvas of this size (training: per step; test: one fixed placement);
+  # 0 = off. Needs max_shift=0.
+  config.dataset.canvas_size = 0
+  # MultiMNIST (Section 6): two digits of different classes, each shifted by
+  # up to multimnist_shift pixels, overlaid (see configs/multimnist.py).
+  config.dataset.multimnist = False
+  config.dataset.multimnist_shift = 4       # 28x28 -> 36x36
+  config.dataset.multimnist_test_size = 10_000  # fixed, seeded test overlays
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'capsnet'       # a name in capsjax.models.MODELS
@@ -89,6 +99,16 @@ def get_config() -> ml_collections.ConfigDict:
   # capsules at a time.
   config.model.routing_memory = 'full'
   config.model.routing_chunk = 128
+  # Digits per image: 2 for MultiMNIST (each reconstructed from its capsule).
+  config.model.num_targets = 1
+  # model.name='baseline_cnn' (configs/baseline_mnist.py): the paper's CNN,
+  # 5x5 stride-1 ReLU convolutions, fully connected ReLU layers, dropout.
+  config.model.cnn_channels = (256, 256, 128)
+  config.model.cnn_kernel = 5
+  config.model.cnn_padding = 'SAME'
+  config.model.cnn_pool = False       # 2x2 max pooling after each conv
+  config.model.cnn_hidden = (328, 192)
+  config.model.cnn_dropout = 0.5      # before the logits, training only
 
   config.loss = ml_collections.ConfigDict()
   config.loss.m_plus = 0.9

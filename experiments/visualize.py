@@ -25,6 +25,13 @@ first two figures are skipped. For a matrix capsule network with EM routing
 (configs/smallnorb_em.py) the figures are em_assignments.png (the class
 layer's assignments R per iteration), em_activations.png (class
 activations) and confusion_matrix.png; see `visualize_em`.
+
+A MultiMNIST run (configs/multimnist.py) gets one figure instead, like the
+paper's Figure 5:
+
+  multimnist_reconstructions.png  overlaid test digits above the two digits
+                                  reconstructed from the two longest
+                                  capsules, one in red and one in green
 """
 import functools
 import io
@@ -69,6 +76,8 @@ SIZES = {
     'capsule_lengths': (10, 4),
     'confusion_matrix': (5.5, 5),
 }
+MULTIMNIST_SIZE = (8, 2.6)
+NUM_MULTIMNIST_EXAMPLES = 8
 
 
 # --------------------------------------------------------------- the model --
@@ -363,6 +372,55 @@ def plot_confusion_matrix(counts: np.ndarray, title: str, path: str) -> None:
 # --------------------------------------------------------------------- all --
 
 
+def two_colours(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+  """`[N, H, W, 1]` pairs -> `[N, H, W, 3]`: first in red, second in green."""
+  return np.concatenate([first, second, np.zeros_like(first)], -1)
+
+
+def plot_multimnist(images, reconstructions, labels, decoded,
+                    path: str) -> None:
+  """The paper's Figure 5: inputs above their two-colour reconstructions.
+
+  Args:
+    images: `[N, H, W, 1]` overlays in [0, 1].
+    reconstructions: `[N, 2, H, W, 1]` from the two longest capsules.
+    labels: `[N, 2]` true classes.
+    decoded: `[N, 2]` classes of the two longest capsules (red, green).
+    path: the PNG to write.
+  """
+  count = len(images)
+  fig = plt.figure(figsize=MULTIMNIST_SIZE, dpi=DPI)
+  for i in range(count):
+    for row, picture in enumerate((
+        np.repeat(images[i], 3, -1),
+        two_colours(reconstructions[i, 0], reconstructions[i, 1]))):
+      ax = fig.add_subplot(2, count, row * count + i + 1)
+      ax.imshow(np.clip(picture, 0, 1), interpolation='nearest')
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if row == 0:
+        ax.set_title(f'L:({labels[i, 0]},{labels[i, 1]})', fontsize=8)
+      else:
+        ax.set_xlabel(f'R:({decoded[i, 0]},{decoded[i, 1]})', fontsize=8)
+  fig.suptitle('MultiMNIST test overlays (top) and the digits reconstructed '
+               'from the two longest capsules (red, green); L: labels, '
+               'R: reconstructed classes', fontsize=8)
+  _save(fig, path)
+
+
+def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
+  """Figure 5 for a MultiMNIST CapsNet run; returns {name: path}."""
+  test = run.dataset.test
+  shown = first_of_each_class(test.labels[:, 0], NUM_MULTIMNIST_EXAMPLES)
+  images = to_float(test.images[shown])
+  outputs = forward(run, images, reconstruct=True)
+  path = os.path.join(out, 'multimnist_reconstructions.png')
+  plot_multimnist(images, np.asarray(outputs.reconstructions),
+                  test.labels[shown], np.asarray(outputs.decoded), path)
+  logging.info('Wrote %s.', path)
+  return {'multimnist_reconstructions': path}
+
+
 def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   """Writes the figures of `workdir`'s latest checkpoint to `out`.
 
@@ -374,6 +432,10 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
       `out` cannot be written.
   """
   run = trained.load(workdir)
+  if not isinstance(run.model, models.CapsNet):
+    raise errors.ConfigError(
+        f'{run.workdir} trained model {run.config.model.name!r}; these '
+        f'figures are of a CapsNet, pass the workdir of a capsnet run.')
   out = os.path.abspath(out or os.path.join(run.workdir, 'figures'))
   try:
     os.makedirs(out, exist_ok=True)
@@ -382,6 +444,8 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
                             f'writable --out.') from None
   if isinstance(run.model, models.MatrixCapsNetEM):
     return visualize_em(run, out)
+  if getattr(run.model, 'num_targets', 1) == 2:
+    return visualize_multimnist(run, out)
   test = run.dataset.test
   paths = {name: os.path.join(out, f'{name}.png') for name in SIZES}
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)

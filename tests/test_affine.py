@@ -1,0 +1,244 @@
+"""The 40x40 canvas, random flips, the affine set, affNIST's files and the
+experiments/affine_robustness.py table."""
+import csv
+import importlib.util
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+import scipy.io
+
+from conftest import load_config
+from conftest import small_config
+from capsjax import affine
+from capsjax import composite
+from capsjax import datasets
+from capsjax import errors
+from capsjax import input_pipeline
+from capsjax import train
+from capsjax import validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The embedded sample with 10 test digits per class (100): fast evaluations.
+EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k',
+            'dataset.holdout_per_class': 10}
+
+
+@pytest.fixture(scope='module')
+def digits():
+  return datasets.load(ml_collections.ConfigDict(dict(
+      source='embedded', name='mnist_5k', holdout_per_class=100)))
+
+
+def _ink_box(image):
+  rows = np.flatnonzero(image.any(axis=(1, 2)))
+  cols = np.flatnonzero(image.any(axis=(0, 2)))
+  return rows[0], rows[-1], cols[0], cols[-1]
+
+
+# ------------------------------------------------------------------ canvas --
+
+
+def test_canvas_places_each_test_digit_whole_within_six_pixels(digits):
+  data = composite.compose(digits, ml_collections.ConfigDict(dict(
+      multimnist=False, canvas_size=40)))
+  assert data.image_shape == (40, 40, 1) and data.train_shift == 6
+  assert data.name == 'canvas40:embedded:mnist_5k'
+  offsets = []
+  for i in range(0, data.test.num_examples, 50):
+    placed = data.test.images[i]
+    found = [(dy, dx) for dy in range(-6, 7) for dx in range(-6, 7)
+             if np.array_equal(placed, input_pipeline.shift_images(
+                 composite.pad(digits.test.images[i:i + 1], 6),
+                 np.array([[dy, dx]]))[0])]
+    assert found, i
+    offsets.append(found[0])
+  assert len(set(offsets)) > 5  # placed at random, not all centred
+  np.testing.assert_array_equal(data.test.labels, digits.test.labels)
+
+
+def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
+  data = composite.compose(digits, ml_collections.ConfigDict(dict(
+      multimnist=False, canvas_size=40)))
+  kwargs = dict(batch_size=64, seed=1, max_shift=data.train_shift)
+  a = input_pipeline.train_batch(data.train, 3, **kwargs)
+  np.testing.assert_array_equal(
+      a['image'], input_pipeline.train_batch(data.train, 3, **kwargs)['image'])
+  corners = np.array([_ink_box(im) for im in a['image']])
+  # Ink is never cut at the border: as much ink as the padded digit.
+  assert a['image'].shape == (64, 40, 40, 1)
+  assert corners[:, 0].min() <= 3 and corners[:, 1].max() >= 36
+
+
+def test_bad_canvas_sizes(digits):
+  with pytest.raises(errors.DataError, match='canvas_size'):
+    composite.compose(digits, ml_collections.ConfigDict(dict(
+        multimnist=False, canvas_size=39)))
+  config = load_config('mnist', **{'dataset.canvas_size': 40})
+  with pytest.raises(errors.ConfigError, match='--config.dataset.max_shift=0'):
+    validation.check_config(config)
+  config = load_config('multimnist', **{'dataset.canvas_size': 40})
+  with pytest.raises(errors.ConfigError, match='canvas_size=0'):
+    validation.check_config(config)
+  config = load_config('mnist', **{'model.num_targets': 2})
+  with pytest.raises(errors.ConfigError, match='num_targets=1'):
+    validation.check_config(config)
+
+
+def test_random_flip_mirrors_about_half_the_batch(digits):
+  kwargs = dict(batch_size=200, seed=4, max_shift=2)
+  plain = input_pipeline.train_batch(digits.train, 9, **kwargs)
+  flipped = input_pipeline.train_batch(digits.train, 9, random_flip=True,
+                                       **kwargs)
+  np.testing.assert_array_equal(plain['label'], flipped['label'])
+  same = np.all(plain['image'] == flipped['image'], axis=(1, 2, 3))
+  mirrored = np.all(plain['image'][:, :, ::-1] == flipped['image'],
+                    axis=(1, 2, 3))
+  assert np.all(same | mirrored)
+  assert 70 < np.sum(mirrored & ~same) < 130
+  again = input_pipeline.train_batch(digits.train, 9, random_flip=True,
+                                     **kwargs)
+  np.testing.assert_array_equal(again['image'], flipped['image'])
+
+
+def test_random_flip_must_be_a_bool():
+  values = load_config('mnist').to_dict()
+  values['dataset']['random_flip'] = 'yes'  # e.g. a hand-written config
+  config = ml_collections.ConfigDict(values)
+  with pytest.raises(errors.ConfigError, match='random_flip=False'):
+    validation.check_config(config)
+
+
+# ------------------------------------------------------------------ affine --
+
+
+def test_identity_transform_gives_the_original(digits):
+  images = digits.test.images[:20]
+  identity = np.tile(np.eye(2), (20, 1, 1))
+  np.testing.assert_array_equal(
+      affine.warp(images, identity, np.zeros((20, 2)), 28), images)
+  np.testing.assert_array_equal(
+      affine.warp(images, identity, np.zeros((20, 2)), 40),
+      composite.pad(images, 6))
+  # A whole-pixel translation is a shift.
+  moved = affine.warp(images, identity, np.tile([[3.0, -2.0]], (20, 1)), 40)
+  np.testing.assert_array_equal(moved, input_pipeline.shift_images(
+      composite.pad(images, 6), np.tile([[-2, 3]], (20, 1))))
+
+
+def test_rotation_by_90_degrees_turns_the_image():
+  image = np.zeros((1, 5, 5, 1), np.uint8)
+  image[0, 0, 2] = 200  # top middle
+  linear = affine.matrices(np.array([90.0]), np.zeros(1), np.ones(1),
+                           np.ones(1))
+  turned = affine.warp(image, linear, np.zeros((1, 2)), 5)
+  assert turned[0, 2, 4, 0] == 200 and turned.sum() == 200  # to the right
+
+
+def test_generated_set_within_affnist_ranges(digits):
+  images = digits.test.images[:300]
+  out, params = affine.generate(images, seed=0)
+  assert out.shape == (300, 40, 40, 1) and out.dtype == np.uint8
+  # affNIST's published ranges, written out (not read from the module).
+  assert affine.AFFNIST_RANGES == {'rotation_degrees': (-20.0, 20.0),
+                                   'shear': (-0.2, 0.2), 'scale': (0.8, 1.2)}
+  assert -20 <= params['rotation_degrees'].min() < -18
+  assert 18 < params['rotation_degrees'].max() <= 20
+  for name in ('scale_x', 'scale_y'):
+    assert 0.8 <= params[name].min() < 0.82 and 1.18 < params[name].max() <= 1.2
+  assert -0.2 <= params['shear'].min() < -0.18
+  assert 0.18 < params['shear'].max() <= 0.2
+  # The ink stays on the canvas: at most a sliver of interpolation at edges.
+  edge = (out[:, 0].sum() + out[:, -1].sum() + out[:, :, 0].sum()
+          + out[:, :, -1].sum())
+  assert edge < 0.001 * out.sum()
+  # Translations vary: ink boxes start at many places.
+  assert len({_ink_box(im)[:3:2] for im in out}) > 50
+  again, _ = affine.generate(images, seed=0)
+  np.testing.assert_array_equal(out, again)
+  assert not np.array_equal(out, affine.generate(images, seed=1)[0])
+
+
+def _write_affnist(path, images, labels):
+  """A small .mat file in affNIST's published layout."""
+  record = {'image': images.reshape(len(images), 1600).T,
+            'label_int': labels.astype(np.uint8),
+            'label_one_of_n': np.eye(10, dtype=np.uint8)[labels].T}
+  scipy.io.savemat(path, {'affNISTdata': record})
+
+
+def test_affnist_loader(tmp_path, digits):
+  images = composite.pad(digits.test.images[:7], 6)
+  labels = digits.test.labels[:7]
+  _write_affnist(tmp_path / '1.mat', images[:4], labels[:4])
+  _write_affnist(tmp_path / '2.mat', images[4:], labels[4:])
+  loaded, loaded_labels, description = affine.load_affnist(str(tmp_path))
+  np.testing.assert_array_equal(loaded, images)
+  np.testing.assert_array_equal(loaded_labels, labels)
+  assert '1.mat' in description and '7 images' in description
+  # test.mat wins over the batches.
+  _write_affnist(tmp_path / 'test.mat', images[:1], labels[:1])
+  assert len(affine.load_affnist(str(tmp_path))[1]) == 1
+  with pytest.raises(errors.DataError, match='not a directory'):
+    affine.load_affnist(str(tmp_path / 'missing'))
+  (tmp_path / 'none').mkdir()
+  with pytest.raises(errors.DataError, match='no .mat files'):
+    affine.load_affnist(str(tmp_path / 'none'))
+  empty = tmp_path / 'bad'
+  empty.mkdir()
+  scipy.io.savemat(empty / 'test.mat', {'something': np.zeros(3)})
+  with pytest.raises(errors.DataError, match='not an affNIST'):
+    affine.load_affnist(str(empty))
+
+
+# ------------------------------------------------------------- the script --
+
+
+def _load_script():
+  spec = importlib.util.spec_from_file_location(
+      'affine_robustness', os.path.join(ROOT, 'experiments',
+                                        'affine_robustness.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_affine_robustness_table(tmp_path):
+  canvas = {**EMBEDDED, 'dataset.canvas_size': 40, 'dataset.max_shift': 0,
+            'num_train_steps': 2}
+  runs = {
+      'capsnet': small_config('mnist', **canvas),
+      'cnn': small_config('baseline_mnist', **canvas, **{
+          'model.cnn_channels': (4,), 'model.cnn_hidden': (8,)}),
+  }
+  workdirs = []
+  for name, config in runs.items():
+    workdirs.append(str(tmp_path / name))
+    train.train_and_evaluate(config, workdirs[-1])
+  script = _load_script()
+  rows = script.evaluate(workdirs, str(tmp_path / 'out'), num_examples=64)
+  assert [r['model'] for r in rows] == ['capsnet', 'baseline_cnn']
+  with open(tmp_path / 'out' / 'results.csv') as f:
+    table = list(csv.DictReader(f))
+  assert [r['workdir'] for r in table] == workdirs
+  for row, summary_row in zip(table, rows):
+    assert float(row['affine_accuracy']) == summary_row['affine_accuracy']
+    assert row['affine_examples'] == '64' and row['clean_examples'] == '100'
+  # The clean accuracy is the trainer's own test accuracy.
+  import json  # pylint: disable=g-import-not-at-top
+  for workdir, row in zip(workdirs, rows):
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      assert row['clean_accuracy'] == pytest.approx(
+          json.load(f)['test_accuracy'], abs=1e-6)
+  text = (tmp_path / 'out' / 'results.md').read_text()
+  assert 'capsnet' in text and 'baseline_cnn' in text and 'seed 0' in text
+  assert (tmp_path / 'out' / 'examples.png').stat().st_size > 1000
+  # A run that was not trained on the canvas is refused, in one line.
+  plain = str(tmp_path / 'plain')
+  train.train_and_evaluate(small_config(
+      'baseline_mnist', **EMBEDDED, num_train_steps=1,
+      **{'model.cnn_channels': (4,), 'model.cnn_hidden': (8,)}), plain)
+  with pytest.raises(errors.ConfigError, match='canvas_size=40'):
+    script.evaluate([workdirs[0], plain], str(tmp_path / 'out2'))
+  assert not (tmp_path / 'out2').exists()
