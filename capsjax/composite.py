@@ -98,15 +98,9 @@ def overlay_pairs(images: np.ndarray, labels: np.ndarray, bases: np.ndarray,
   return overlay(first, second), pair_labels, np.stack([first, second], 1)
 
 
-def _field(config, name, default):
-  # Configs recorded before these fields existed had them off.
-  return config.get(name, default) if hasattr(config, 'get') else default
-
-
 def options(dataset_config) -> tuple[bool, int]:
-  """`(multimnist, canvas_size)` of a dataset config (off when absent)."""
-  return (bool(_field(dataset_config, 'multimnist', False)),
-          int(_field(dataset_config, 'canvas_size', 0)))
+  """`(multimnist, canvas_size)` of a dataset config."""
+  return (bool(dataset_config.multimnist), int(dataset_config.canvas_size))
 
 
 def compose(dataset: datasets.Dataset, dataset_config) -> datasets.Dataset:

@@ -364,8 +364,6 @@ def _check_download_hosts_reachable(builder, name: str) -> None:
 
 # The tfds fields of config.dataset a config may lack (runs recorded before
 # they existed): an image classification dataset's own names, no resizing.
-TFDS_FEATURE_DEFAULTS = {'image_feature': 'image', 'label_feature': 'label',
-                         'read_size': 0}
 
 
 def _tfds_feature_options(config) -> tuple[str, str, int]:
@@ -376,14 +374,14 @@ def _tfds_feature_options(config) -> tuple[str, str, int]:
   the images to `read_size x read_size` with area averaging as they are read (the
   matrix capsules paper downscales smallNORB's 96x96 to 48x48).
   """
-  values = {name: getattr(config, name, default)
-            for name, default in TFDS_FEATURE_DEFAULTS.items()}
+  values = {name: _field(config, name)
+            for name in ('image_feature', 'label_feature', 'read_size')}
   for name in ('image_feature', 'label_feature'):
     if not isinstance(values[name], str) or not values[name]:
       raise errors.DataError(
           f'config.dataset.{name} must be a feature name, got '
           f'{values[name]!r}; set --config.dataset.{name}='
-          f'{TFDS_FEATURE_DEFAULTS[name]}.')
+          f'{name.split("_")[0]}.')
   read_size = values['read_size']
   if (isinstance(read_size, bool) or not isinstance(read_size, int)
       or read_size < 0):

@@ -79,21 +79,19 @@ def _to_float(images: np.ndarray) -> np.ndarray:
   return images.astype(np.float32) / np.float32(255)
 
 
-# The fields of config.dataset that `train_batch` / `eval_batch` read beyond
-# the shifts, with the values that change nothing.
-PREPROCESS_DEFAULTS = {'crop_size': 0, 'brightness_delta': 0.0,
-                       'contrast_delta': 0.0, 'standardize': False}
+# The fields of config.dataset that `train_batch` / `eval_batches` read
+# beyond the shifts.
+PREPROCESS_FIELDS = ('crop_size', 'brightness_delta', 'contrast_delta',
+                     'standardize')
 
 
 def preprocess_options(dataset_config, train: bool = True) -> dict:
   """`train_batch`'s (or, `train=False`, `eval_batches`') preprocessing kwargs.
 
   Read from `config.dataset`: crop_size, brightness_delta, contrast_delta,
-  standardize; a field a config lacks (e.g. a run recorded before they
-  existed) keeps its `PREPROCESS_DEFAULTS` value, which changes nothing.
+  standardize.
   """
-  options = {name: dataset_config.get(name, default)
-             for name, default in PREPROCESS_DEFAULTS.items()}
+  options = {name: dataset_config[name] for name in PREPROCESS_FIELDS}
   if not train:
     del options['brightness_delta'], options['contrast_delta']
   return options

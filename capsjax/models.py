@@ -517,10 +517,8 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   _choice(model_config, 'routing', tuple(routing.ROUTINGS))
   _choice(model_config, 'conv_impl', conv.CONV_IMPLS)
   _choice(model_config, 'compute_dtype', conv.COMPUTE_DTYPES)
-  # Workdirs recorded before these two fields existed ran with 'full'; the
-  # memory mode changes no parameter, so they restore unchanged.
-  routing_memory = model_config.get('routing_memory', 'full')
-  routing_chunk = model_config.get('routing_chunk', 128)
+  routing_memory = model_config.routing_memory
+  routing_chunk = model_config.routing_chunk
   if routing_memory not in layers.ROUTING_MEMORY:
     raise errors.ConfigError(
         f'config.model.routing_memory must be one of '

@@ -54,6 +54,28 @@ class TrainedRun:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+# Config fields added after runs were first recorded, with the value that
+# does what those runs did. A recorded config.json lacking one gets it here;
+# this is the only place where a missing field has a default.
+ADDED_FIELDS = {
+    'model.name': 'capsnet',
+    'model.routing': 'dynamic',
+    'model.routing_memory': 'full',
+    'model.routing_chunk': 128,
+    'model.num_targets': 1,
+    'dataset.image_feature': 'image',
+    'dataset.label_feature': 'label',
+    'dataset.read_size': 0,
+    'dataset.crop_size': 0,
+    'dataset.brightness_delta': 0.0,
+    'dataset.contrast_delta': 0.0,
+    'dataset.standardize': False,
+    'dataset.random_flip': False,
+    'dataset.canvas_size': 0,
+    'dataset.multimnist': False,
+}
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run recorded in WORKDIR/config.json.
 
@@ -75,13 +97,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   except (OSError, ValueError) as e:
     raise errors.ConfigError(f'cannot read {path} ({e}); rerun training in '
                             f'that workdir to rewrite it.') from None
-  # Runs recorded before models and routings had names were all CapsNets
-  # with dynamic routing.
-  model = recorded.get('model', {})
-  model.setdefault('name', 'capsnet')
-  model.setdefault('routing', 'dynamic')
-  # Before MultiMNIST every run had one digit per image.
-  model.setdefault('num_targets', 1)
+  for dotted, value in ADDED_FIELDS.items():
+    section, name = dotted.split('.')
+    recorded.setdefault(section, {}).setdefault(name, value)
   return ml_collections.ConfigDict(recorded)
 
 
