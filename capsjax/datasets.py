@@ -293,7 +293,7 @@ def _load_tfds(config) -> Dataset:
 
   if not builder.is_prepared():
     _download_and_prepare(builder, name)
-  names = getattr(features['label'], 'names', None)
+  names = getattr(features[label_key], 'names', None)
   return Dataset(
       name=f'tfds:{name}',
       train=_read_tfds_split(tfds, builder, name, train_split, 'train_split',

@@ -432,10 +432,12 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
       `out` cannot be written.
   """
   run = trained.load(workdir)
-  if not isinstance(run.model, models.CapsNet):
+  if not isinstance(run.model, (models.CapsNet, models.EfficientCapsNet,
+                                models.MatrixCapsNetEM)):
     raise errors.ConfigError(
         f'{run.workdir} trained model {run.config.model.name!r}; these '
-        f'figures are of a CapsNet, pass the workdir of a capsnet run.')
+        f'figures are of capsule networks, pass the workdir of a capsnet, '
+        f'efficient_capsnet or matrix_capsnet_em run.')
   out = os.path.abspath(out or os.path.join(run.workdir, 'figures'))
   try:
     os.makedirs(out, exist_ok=True)

@@ -8,6 +8,7 @@ are kept where a test is about them, via overrides).
 import os
 import runpy
 
+import ml_collections
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,3 +49,10 @@ def small_config(name: str = 'mnist', **overrides):
 def small():
   """`small_config` as a fixture, for tests that take no arguments."""
   return small_config
+
+
+def dataset_config(**fields):
+  """`configs/mnist.py`'s `config.dataset` with `fields` replaced: every
+  field a loader may read is there, as in a real run."""
+  return ml_collections.ConfigDict(
+      {**load_config('mnist').dataset.to_dict(), **fields})

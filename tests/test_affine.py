@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from conftest import dataset_config
 from conftest import load_config
 from conftest import small_config
 from capsjax import affine
@@ -27,8 +28,8 @@ EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k',
 
 @pytest.fixture(scope='module')
 def digits():
-  return datasets.load(ml_collections.ConfigDict(dict(
-      source='embedded', name='mnist_5k', holdout_per_class=100)))
+  return datasets.load(dataset_config(
+      source='embedded', name='mnist_5k', holdout_per_class=100))
 
 
 def _ink_box(image):
@@ -41,8 +42,8 @@ def _ink_box(image):
 
 
 def test_canvas_places_each_test_digit_whole_within_six_pixels(digits):
-  data = composite.compose(digits, ml_collections.ConfigDict(dict(
-      multimnist=False, canvas_size=40)))
+  data = composite.compose(digits, dataset_config(
+      multimnist=False, canvas_size=40))
   assert data.image_shape == (40, 40, 1) and data.train_shift == 6
   assert data.name == 'canvas40:embedded:mnist_5k'
   offsets = []
@@ -59,8 +60,8 @@ def test_canvas_places_each_test_digit_whole_within_six_pixels(digits):
 
 
 def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
-  data = composite.compose(digits, ml_collections.ConfigDict(dict(
-      multimnist=False, canvas_size=40)))
+  data = composite.compose(digits, dataset_config(
+      multimnist=False, canvas_size=40))
   kwargs = dict(batch_size=64, seed=1, max_shift=data.train_shift)
   a = input_pipeline.train_batch(data.train, 3, **kwargs)
   np.testing.assert_array_equal(
@@ -73,8 +74,8 @@ def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
 
 def test_bad_canvas_sizes(digits):
   with pytest.raises(errors.DataError, match='canvas_size'):
-    composite.compose(digits, ml_collections.ConfigDict(dict(
-        multimnist=False, canvas_size=39)))
+    composite.compose(digits, dataset_config(
+        multimnist=False, canvas_size=39))
   config = load_config('mnist', **{'dataset.canvas_size': 40})
   with pytest.raises(errors.ConfigError, match='--config.dataset.max_shift=0'):
     validation.check_config(config)

@@ -6,21 +6,19 @@ import socket
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import requests
 import tensorflow_datasets as tfds
 
+import conftest
 from capsjax import datasets
 from capsjax import input_pipeline
 from capsjax.errors import DataError
 
 
 def dataset_config(**overrides):
-  fields = dict(source='tfds', name='mnist', directory='', data_dir='',
-                train_split='train', test_split='test', holdout_per_class=100)
-  return ml_collections.ConfigDict({**fields, **overrides})
+  return conftest.dataset_config(**{'source': 'tfds', **overrides})
 
 
 def assert_one_line_data_error(excinfo, *fragments):
@@ -209,8 +207,8 @@ def test_embedded_holdout_out_of_range(holdout):
 
 def test_embedded_unknown_name():
   with pytest.raises(DataError) as excinfo:
-    datasets.load(dataset_config(source='embedded', name='mnist'))
-  assert_one_line_data_error(excinfo, "'mnist'",
+    datasets.load(dataset_config(source='embedded', name='mnist_6k'))
+  assert_one_line_data_error(excinfo, "'mnist_6k'",
                              '--config.dataset.name=mnist_5k')
 
 

@@ -5,10 +5,10 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from conftest import dataset_config
 from conftest import small_config
 from capsjax import composite
 from capsjax import datasets
@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def digits():
-  config = ml_collections.ConfigDict(dict(
-      source='embedded', name='mnist_5k', holdout_per_class=100))
+  config = dataset_config(
+      source='embedded', name='mnist_5k', holdout_per_class=100)
   return datasets.load(config)
 
 
@@ -81,9 +81,9 @@ def test_overlay_geometry(digits):
 
 
 def _multimnist(digits, shift=4, size=60):
-  config = ml_collections.ConfigDict(dict(
+  config = dataset_config(
       multimnist=True, multimnist_shift=shift, multimnist_test_size=size,
-      canvas_size=0))
+      canvas_size=0)
   return composite.compose(digits, config)
 
 
