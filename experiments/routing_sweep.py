@@ -48,7 +48,7 @@ import json
 import os
 import re
 import statistics
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags

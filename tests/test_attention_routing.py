@@ -9,7 +9,6 @@ import functools
 import math
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,16 +250,3 @@ def test_capsules_layer_parameters_per_routing(name, expected):
   np.testing.assert_allclose(
       v, jax.vmap(lambda x: routing.get_routing(name)(x, 2, **extra))(u_hat),
       rtol=1e-5, atol=1e-6)
-
-
-def test_readme_snippet_runs(capsys):
-  text = open(os.path.join(os.path.dirname(FIXTURES), '..', 'docs', 'readme',
-                           'i15a.md')).read()
-  code = text.split('```python\n', 1)[1].split('```', 1)[0]
-  # pylint: disable-next=exec-used
-  exec(compile(code, 'docs/readme/i15a.md', 'exec'), {})
-  printed = capsys.readouterr().out.splitlines()
-  expected = [line[2:] for line in code.splitlines() if line.startswith('# ')
-              and ' v (' in line]
-  assert [' '.join(p.split()) for p in printed] == [
-      ' '.join(e.split()) for e in expected]

@@ -22,7 +22,6 @@ from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import parallel
-from capsjax import train
 import multihost_worker
 from test_train import NUM_MOCK
 from test_train import read_jsonl

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import types
 
-import jax
 import numpy as np
 import PIL.Image
 import pytest

@@ -60,3 +60,34 @@ def test_model_snippet_runs():
   assert out.lengths.shape == (4, 10)
   assert out.reconstructions.shape == (4, 28, 28, 1)
   assert out.couplings.shape == (4, 3, 1152, 10)
+
+
+def subsection_block(heading, lang='python'):
+  """The first ```lang block under the '### heading' subsection."""
+  section = README.split(f'### {heading}\n', 1)[1].split('\n## ', 1)[0]
+  section = section.split('\n### ', 1)[0]
+  match = re.search(rf'```{lang}\n(.*?)```', section, re.S)
+  assert match, f'no ```{lang} block under "### {heading}"'
+  return match.group(1)
+
+
+def test_attention_routings_snippet_prints_what_it_says(capsys):
+  code = subsection_block('Attention routings')
+  exec(compile(code, 'README.md', 'exec'), {})  # pylint: disable=exec-used
+  printed = capsys.readouterr().out.splitlines()
+  expected = [line[2:] for line in code.splitlines()
+              if line.startswith('# ') and ' v (' in line]
+  assert len(expected) == 3
+  assert [' '.join(p.split()) for p in printed] == [
+      ' '.join(e.split()) for e in expected]
+
+
+def test_em_routing_snippet_runs():
+  namespace = {}
+  exec(compile(subsection_block('EM routing'), 'README.md', 'exec'),
+       namespace)  # pylint: disable=exec-used
+  assert namespace['poses'].shape == (32, 16)
+  assert namespace['activations'].shape == (32,)
+  assert namespace['R'].shape == (3, 288, 32)
+  np.testing.assert_allclose(np.asarray(namespace['R']).sum(-1), 1.0,
+                             rtol=1e-5)
