@@ -1,28 +1,42 @@
-r"""Speed and memory of CapsNet steps, side by side with a PyTorch reference.
+r"""Speed and memory of capsule network steps, beside a PyTorch reference.
 
     python experiments/benchmark.py                 # train and eval at batch
                                                     # 32/128/512, routing 1/3/5
     python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3
     python experiments/benchmark.py --batch=128 --routing_iters=3 --repeats=5
-    python experiments/benchmark.py --model=cifar100 --mode=train \
+    python experiments/benchmark.py --size=cifar100 --mode=train \
         --batch=128 --routing_memory=full,chunked --memory_only
+    python experiments/benchmark.py --mode=train --batch=32 --routing_iters=3 \
+        --routing=dynamic,self_attention,inverted_dot_product  # algorithms
+    python experiments/benchmark.py --model=capsnet,efficient_capsnet \
+        --mode=train --batch=16 --routing_iters=1      # models
     python experiments/benchmark.py --json          # one JSON object per line
 
-Each configuration runs in a fresh subprocess (so compile time and peak RSS
-are its own) and times the real `train.train_step` / `train.eval_step` on
-random images: warm-up steps, then the median of `--steps` timed steps.
+Each combination of model, routing, size, mode, batch, iterations and
+routing memory runs in a fresh subprocess (so compile time and peak RSS are
+its own) and times the real `train.train_step` / `train.eval_step` on random
+images: warm-up steps, then the median of `--steps` timed steps.
 
-The models: 'mnist' is the paper's network (28x28x1, 10 classes); 'cifar10'
-and 'cifar100' are the same network on 32x32x3 images with 10 or 100 classes
-(2048 primary capsules; u_hat is 1.7 GB at batch 128 with 100 classes).
+`--model` names entries of `capsjax.models.MODELS` (config.model.name), each
+timed with its config (`MODEL_CONFIGS`: capsnet is `configs/mnist.py`,
+efficient_capsnet `configs/efficient_capsnet.py`); `--routing` names routing
+algorithms of `capsjax.routing.ROUTINGS` (config.model.routing; default: the
+config's); `--routing_iters` is their iterations.
+
+The sizes: 'mnist' is 28x28x1 with 10 classes (the paper's network);
+'cifar10' and 'cifar100' are 32x32x3 images with 10 or 100 classes (CapsNet:
+2048 primary capsules; u_hat is 1.7 GB at batch 128 with 100 classes).
+`--compute_dtype`, `--routing_memory` and `--routing_chunk` are CapsNet
+fields; other models' rows show '-' there.
 
 Memory: `compiled_peak_mib` is what XLA's compiled step says it needs
 (`memory_analysis()`: scratch + arguments + outputs not aliased to an
 argument), deterministic and unaffected by other processes; `peak_rss_mib` is
 the process's measured peak (includes the Python runtime and compilation).
 
-PyTorch: `experiments/torch_reference.py` (the same network in plain PyTorch)
-runs by default whenever torch is importable by this Python, or by the one
+PyTorch: `experiments/torch_reference.py` (the paper's CapsNet with dynamic
+routing, in plain PyTorch) runs for `--model=capsnet --routing=dynamic` only,
+by default whenever torch is importable by this Python, or by the one
 `--torch_python` names; `--notorch` turns it off. Every repeat runs ours,
 then torch float32, then torch with bfloat16 autocast, back to back: on a
 shared machine the speed drifts over minutes, and runs back to back see the
@@ -30,9 +44,10 @@ same drift. `speedup_vs_torch_float32` is the median of the pairs' ratios;
 `speedup_vs_torch_best` the median of ours / the faster torch run of the same
 repeat (torch at its best: what a PyTorch user would pick on this CPU).
 
-Model FLOP/s count the matmul and convolution multiply-adds (training =
-forward + 2x backward, Conv1 without an input gradient) and are compared with
-a dense 2048^3 matmul timed in the same process at the same precision.
+Model FLOP/s count the matmul and convolution multiply-adds (CapsNet: by
+formula, training = forward + 2x backward, Conv1 without an input gradient;
+other models: XLA's cost analysis of the compiled step) and are compared
+with a dense 2048^3 matmul timed in the same process at the same precision.
 """
 import functools
 import importlib.util
@@ -50,8 +65,8 @@ from absl import flags
 from capsjax import cpu_runtime
 
 FLAGS = flags.FLAGS
-# name -> (image shape, classes).
-MODELS = {
+# --size -> (image shape, classes).
+SIZES = {
     'mnist': ((28, 28, 1), 10),
     'cifar10': ((32, 32, 3), 10),
     'cifar100': ((32, 32, 3), 100),
@@ -60,10 +75,13 @@ TORCH_DTYPES = ('float32', 'bfloat16')
 
 flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
-flags.DEFINE_list('model', ['mnist'], f'Networks: {", ".join(MODELS)}.')
+flags.DEFINE_list('model', ['capsnet'], 'Models (config.model.name): '
+                  'capsnet, efficient_capsnet.')
+flags.DEFINE_list('routing', [], 'Routing algorithms, names in '
+                  "capsjax.routing.ROUTINGS (default: the model config's).")
+flags.DEFINE_list('size', ['mnist'], f'Input sizes: {", ".join(SIZES)}.')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
-flags.DEFINE_alias('routing', 'routing_iters')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16', 'auto'],
                   'PrimaryCaps matmul inputs (config.model.compute_dtype).')
 flags.DEFINE_list('routing_memory', ['full'], 'config.model.routing_memory '
@@ -91,8 +109,19 @@ flags.DEFINE_string('torch_script', os.path.join(
 flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                       'configs', 'mnist.py')
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                        'configs')
+# --model -> the config whose model and loss it times.
+MODEL_CONFIGS = {'capsnet': 'mnist.py',
+                 'efficient_capsnet': 'efficient_capsnet.py'}
+# CapsNet fields the flags set; other models have none of them.
+_CAPSNET_FIELDS = ('compute_dtype', 'routing_memory', 'routing_chunk')
+
+
+def load_config(model_name: str):
+  """The config of `--model` `model_name` (a key of MODEL_CONFIGS)."""
+  return runpy.run_path(os.path.join(_CONFIGS, MODEL_CONFIGS[model_name]))[
+      'get_config']()
 
 
 def cpu_facts() -> dict:
@@ -128,8 +157,11 @@ def model_flops(model, batch_size: int, train: bool) -> float:
       'conv1': h1 * w1 * model.conv1_kernel**2 * c * model.conv1_channels,
       'primary': h2 * w2 * k2 * k2 * model.conv1_channels * primary_channels,
       'u_hat': num_primary * digits * model.primary_dim,
-      # Weighted sums every iteration, agreements all but the last.
-      'routing': num_primary * digits * (2 * model.routing_iters - 1),
+      # Weighted sums every iteration, agreements all but the last; the
+      # self-attention routing has one of each, whatever routing_iters.
+      'routing': num_primary * digits * (
+          2 if model.routing == 'self_attention'
+          else 2 * model.routing_iters - 1),
       'decoder': sum(a * b for a, b in zip(widths[:-1], widths[1:])),
   }
   if train:  # Backward: input and weight gradients; Conv1 has no input grad.
@@ -184,11 +216,18 @@ def _time(fn, *, warmup: int, steps: int) -> list[float]:
 
 
 def measure(mode: str, batch_size: int, routing_iters: int, *,
-            model_name: str = 'mnist', compute_dtype: str = 'float32',
+            model_name: str = 'capsnet', routing: str | None = None,
+            size: str = 'mnist', compute_dtype: str = 'float32',
             routing_memory: str = 'full', routing_chunk: int = 128,
             microbatch_size: int = 0, steps: int = 5, warmup: int = 2,
             memory_only: bool = False, config=None) -> dict:
-  """Compiles and times one configuration in this process; a result row."""
+  """Compiles and times one configuration in this process; a result row.
+
+  `config` defaults to `model_name`'s (MODEL_CONFIGS); `routing` (a name in
+  `capsjax.routing.ROUTINGS`) replaces its `model.routing` if given; `size`
+  is a key of SIZES. The CapsNet fields (compute_dtype, routing_memory,
+  routing_chunk) apply only to models whose config has them.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -197,17 +236,21 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   from capsjax import train  # pylint: disable=g-import-not-at-top
 
   if config is None:
-    config = runpy.run_path(_CONFIG)['get_config']()
+    config = load_config(model_name)
   config.model.routing_iters = routing_iters
-  config.model.compute_dtype = compute_dtype
-  config.model.routing_memory = routing_memory
-  config.model.routing_chunk = routing_chunk
+  if routing is not None:
+    config.model.routing = routing
+  capsnet_fields = all(f in config.model for f in _CAPSNET_FIELDS)
+  if capsnet_fields:
+    config.model.compute_dtype = compute_dtype
+    config.model.routing_memory = routing_memory
+    config.model.routing_chunk = routing_chunk
   # Parts of the batch, as train_and_evaluate derives them. A batch that
   # microbatch_size does not divide (32 with 128) runs whole, so that one
   # sweep covers every batch size.
   parts = batch_size // microbatch_size if microbatch_size and not (
       batch_size % microbatch_size) else 1
-  shape, num_classes = MODELS[model_name]
+  shape, num_classes = SIZES[size]
   model = models.create_model(config.model, shape, num_classes)
   objective = models.spec(config.model).objective
   state = train.create_train_state(config, model, jax.random.key(0))
@@ -230,19 +273,21 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   start = time.perf_counter()
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  matmul_dtype = conv.resolve_compute_dtype(compute_dtype) or jnp.float32
+  matmul_dtype = (conv.resolve_compute_dtype(compute_dtype) if capsnet_fields
+                  else None) or jnp.float32
   row = {
-      'framework': 'capsjax', 'model': model_name, 'mode': mode,
-      'batch': batch_size, 'routing': routing_iters,
-      'compute_dtype': compute_dtype,
+      'framework': 'capsjax', 'model': config.model.name,
+      'routing': config.model.routing, 'size': size, 'mode': mode,
+      'batch': batch_size, 'routing_iters': routing_iters,
+      'compute_dtype': compute_dtype if capsnet_fields else '-',
       'matmul_dtype': jnp.dtype(matmul_dtype).name,
-      'routing_memory': routing_memory,
+      'routing_memory': routing_memory if capsnet_fields else '-',
       'microbatch_size': batch_size // parts if mode == 'train' else 0,
       'device': f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}',
       'num_devices': jax.device_count(),
       'compile_s': compile_s, **compiled_memory(compiled),
   }
-  if routing_memory == 'chunked':
+  if capsnet_fields and routing_memory == 'chunked':
     row['routing_chunk'] = routing_chunk
   if memory_only:
     row['peak_rss_mib'] = _peak_rss_mib()
@@ -256,7 +301,12 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   else:
     run = functools.partial(compiled, *args)
   seconds = _median(_time(run, warmup=warmup, steps=steps))
-  flops = model_flops(model, batch_size, train=mode == 'train')
+  if config.model.name == 'capsnet':
+    flops = model_flops(model, batch_size, train=mode == 'train')
+  else:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get('flops', float('nan')))
   peak = matmul_flops_per_s(matmul_dtype)
   row.update({
       'step_ms': 1e3 * seconds, 'images_per_s': batch_size / seconds,
@@ -327,10 +377,11 @@ def _last_json_line(proc, cmd) -> dict:
   return json.loads(lines[-1])
 
 
-def _run_child(model_name, mode, batch_size, routing_iters,
+def _run_child(model_name, algorithm, size, mode, batch_size, routing_iters,
                routing_memory) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
-         f'--model={model_name}', f'--mode={mode}', f'--batch={batch_size}',
+         f'--model={model_name}', f'--routing={algorithm or ""}',
+         f'--size={size}', f'--mode={mode}', f'--batch={batch_size}',
          f'--routing_iters={routing_iters}',
          f'--compute_dtype={FLAGS.compute_dtype}',
          f'--routing_memory={routing_memory}',
@@ -342,27 +393,38 @@ def _run_child(model_name, mode, batch_size, routing_iters,
                          cmd)
 
 
-def torch_command(python, script, model_name, mode, batch_size, routing_iters,
+def torch_command(python, script, size, mode, batch_size, routing_iters,
                   dtype, steps, warmup) -> list[str]:
-  """The torch_reference.py command for one configuration."""
-  (size, _, channels), num_classes = MODELS[model_name]
+  """The torch_reference.py command for one configuration (`size` in SIZES)."""
+  (height, _, channels), num_classes = SIZES[size]
   return [python, script, f'--mode={mode}', f'--batch={batch_size}',
           f'--routing_iters={routing_iters}', f'--steps={steps}',
-          f'--warmup={warmup}', f'--dtype={dtype}', f'--image_size={size}',
+          f'--warmup={warmup}', f'--dtype={dtype}', f'--image_size={height}',
           f'--channels={channels}', f'--num_classes={num_classes}']
 
 
-def _run_torch(python, model_name, mode, batch_size, routing_iters,
+def torch_skip_note(model_name: str, algorithm: str | None) -> str | None:
+  """Why the PyTorch reference cannot run beside this row, or None."""
+  if model_name != 'capsnet':
+    return f"no PyTorch reference for {model_name} (it is the paper's CapsNet)"
+  if algorithm not in (None, 'dynamic'):
+    return (f'no PyTorch reference for {algorithm} routing (it has dynamic '
+            f'routing)')
+  return None
+
+
+def _run_torch(python, size, mode, batch_size, routing_iters,
                dtype) -> dict:
-  cmd = torch_command(python, FLAGS.torch_script, model_name, mode,
+  cmd = torch_command(python, FLAGS.torch_script, size, mode,
                       batch_size, routing_iters, dtype, FLAGS.steps,
                       FLAGS.warmup)
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
 
 
-_COLUMNS = [('model', '{}'), ('mode', '{}'), ('batch', '{}'),
-            ('routing', '{}'), ('routing_memory', '{}'),
+_COLUMNS = [('model', '{}'), ('routing', '{}'), ('size', '{}'),
+            ('mode', '{}'), ('batch', '{}'),
+            ('routing_iters', '{}'), ('routing_memory', '{}'),
             ('images_per_s', '{:.1f}'), ('step_ms', '{:.0f}'),
             ('compile_s', '{:.1f}'), ('compiled_peak_mib', '{:.0f}'),
             ('peak_rss_mib', '{:.0f}'),
@@ -370,7 +432,7 @@ _COLUMNS = [('model', '{}'), ('mode', '{}'), ('batch', '{}'),
             ('torch_float32_images_per_s', '{:.1f}'),
             ('torch_bfloat16_images_per_s', '{:.1f}'),
             ('speedup_vs_torch_float32', 'ratio'),
-            ('speedup_vs_torch_best', 'ratio')]
+            ('speedup_vs_torch_best', 'ratio'), ('note', '{}')]
 
 
 def _cell(row, key, fmt) -> str:
@@ -419,25 +481,62 @@ def _parse_ints(values, what):
   return numbers
 
 
+def combinations(model_names, algorithms, sizes, modes, batches, iters,
+                 memories, default_routing=lambda m: load_config(
+                     m).model.routing):
+  """The runs, in table order: dicts of model, routing, size, mode, ...
+
+  An empty `algorithms` means each model's config routing
+  (`default_routing(model)`). The CapsNet-only routing memory varies for
+  CapsNet only, and 'chunked' (dynamic routing only) pairs with 'dynamic'.
+  """
+  runs = []
+  for model_name in model_names:
+    for algorithm in algorithms or [default_routing(model_name)]:
+      for size in sizes:
+        for mode in modes:
+          for batch_size in batches:
+            for routing_iters in iters:
+              for memory in memories if model_name == 'capsnet' else (
+                  memories[:1]):
+                if model_name == 'capsnet' and (
+                    memory == 'chunked' and algorithm != 'dynamic'):
+                  continue
+                runs.append(dict(
+                    model_name=model_name, algorithm=algorithm, size=size,
+                    mode=mode, batch_size=batch_size,
+                    routing_iters=routing_iters, routing_memory=memory))
+  return runs
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   batches = _parse_ints(FLAGS.batch, 'batch')
   routings = _parse_ints(FLAGS.routing_iters, 'routing_iters')
-  for name, allowed in (('model', MODELS),
+  for name, allowed in (('model', MODEL_CONFIGS), ('size', SIZES),
                         ('routing_memory', ('full', 'chunked')),
                         ('torch_dtypes', TORCH_DTYPES)):
     unknown = set(FLAGS[name].value) - set(allowed)
-    if unknown:
-      sys.exit(f'error: --{name} has {", ".join(sorted(unknown))}; choose '
-               f'from {", ".join(allowed)}.')
+    if unknown or not FLAGS[name].value:
+      sys.exit(f'error: --{name} has {", ".join(sorted(unknown)) or "none"}; '
+               f'choose from {", ".join(allowed)}.')
   if FLAGS.repeats < 1:
     sys.exit('error: --repeats must be >= 1.')
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
+  # After configure(): importing capsjax.routing starts JAX.
+  from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
+  algorithms = [a for a in FLAGS.routing if a]
+  unknown = sorted(set(algorithms) - set(routing_lib.ROUTINGS))
+  if unknown:
+    sys.exit(f'error: --routing has {", ".join(unknown)}; choose from '
+             f'{", ".join(routing_lib.ROUTINGS)} (iterations are '
+             f'--routing_iters).')
   modes = [FLAGS.mode] if FLAGS.mode else ['train', 'eval']
   if FLAGS.child:
     print(json.dumps(measure(
         modes[0], batches[0], routings[0], model_name=FLAGS.model[0],
+        routing=(algorithms or [None])[0], size=FLAGS.size[0],
         compute_dtype=FLAGS.compute_dtype,
         routing_memory=FLAGS.routing_memory[0],
         routing_chunk=FLAGS.routing_chunk,
@@ -454,24 +553,24 @@ def main(argv):
   if FLAGS.json:
     print(json.dumps({'header': header, **facts}), flush=True)
   rows = []
-  for model_name in FLAGS.model:
-    for mode in modes:
-      for batch_size in batches:
-        for routing_iters in routings:
-          for memory in FLAGS.routing_memory:
-            ours, torch = [], {d: [] for d in FLAGS.torch_dtypes}
-            for _ in range(FLAGS.repeats):
-              ours.append(_run_child(model_name, mode, batch_size,
-                                     routing_iters, memory))
-              for dtype in (torch if python else ()):
-                torch[dtype].append(_run_torch(python, model_name, mode,
-                                               batch_size, routing_iters,
-                                               dtype))
-            row = combine_repeats(ours, torch if python else None)
-            row.update(facts)
-            if FLAGS.json:
-              print(json.dumps(row), flush=True)
-            rows.append(row)
+  for run in combinations(FLAGS.model, algorithms, FLAGS.size, modes, batches,
+                          routings, FLAGS.routing_memory):
+    note = python and torch_skip_note(run['model_name'], run['algorithm'])
+    with_torch = python and not note
+    ours, torch = [], {d: [] for d in FLAGS.torch_dtypes}
+    for _ in range(FLAGS.repeats):
+      ours.append(_run_child(**run))
+      for dtype in (torch if with_torch else ()):
+        torch[dtype].append(_run_torch(
+            python, run['size'], run['mode'], run['batch_size'],
+            run['routing_iters'], dtype))
+    row = combine_repeats(ours, torch if with_torch else None)
+    if note:
+      row['note'] = note
+    row.update(facts)
+    if FLAGS.json:
+      print(json.dumps(row), flush=True)
+    rows.append(row)
   if not FLAGS.json:
     _print_table(rows, header)
 

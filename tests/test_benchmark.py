@@ -1,6 +1,10 @@
 """Tests for experiments/benchmark.py and capsjax.cpu_runtime."""
+import json
+import math
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 
@@ -35,8 +39,10 @@ def test_measure_runs_the_real_steps(mode):
   config.model.primary_types = 4
   config.model.decoder_hidden = (16, 16)
   row = benchmark['measure'](mode, 4, 2, steps=1, warmup=1, config=config)
-  assert {'mode', 'batch', 'routing', 'images_per_s'} <= set(row)
-  assert (row['mode'], row['batch'], row['routing']) == (mode, 4, 2)
+  assert {'mode', 'batch', 'routing_iters', 'images_per_s'} <= set(row)
+  assert (row['mode'], row['batch'], row['routing_iters']) == (mode, 4, 2)
+  assert (row['model'], row['routing'], row['size']) == (
+      'capsnet', 'dynamic', 'mnist')
   assert row['images_per_s'] == pytest.approx(4e3 / row['step_ms'])
   assert row['compile_s'] > 0 and row['peak_rss_mib'] > 0
   assert row['matmul_peak_gflop_per_s'] > 0
@@ -129,13 +135,114 @@ def test_measure_memory_only_compiles_without_timing():
   config.model.conv1_channels = 8
   config.model.primary_types = 2
   config.model.decoder_hidden = (8, 8)
-  row = benchmark['measure']('train', 4, 2, model_name='cifar100',
+  row = benchmark['measure']('train', 4, 2, size='cifar100',
                              routing_memory='chunked', routing_chunk=16,
                              memory_only=True, config=config)
-  assert (row['model'], row['routing_memory'], row['routing_chunk']) == (
+  assert (row['size'], row['routing_memory'], row['routing_chunk']) == (
       'cifar100', 'chunked', 16)
   assert row['compiled_peak_mib'] >= row['compiled_temp_mib'] > 0
   assert 'images_per_s' not in row
+
+
+def test_self_attention_flops_do_not_grow_with_iterations():
+  dynamic = models.CapsNet(routing_iters=3)
+  attention = models.CapsNet(routing='self_attention', routing_iters=3)
+  once = models.CapsNet(routing='self_attention', routing_iters=1)
+  flops = lambda m: benchmark['model_flops'](m, 1, train=False)
+  # One weighted sum and one agreement (2 MACs per u_hat entry), not 2r - 1.
+  assert flops(dynamic) - flops(attention) == 2 * 1152 * 10 * 16 * (5 - 2)
+  assert flops(attention) == flops(once)
+
+
+def _tiny_efficient_capsnet():
+  config = benchmark['load_config']('efficient_capsnet')
+  config.model.conv_channels = (4, 4, 4, 8)
+  config.model.primary_dim = 4
+  config.model.digit_dim = 4
+  config.model.decoder_hidden = (8, 8)
+  return config
+
+
+def test_measure_other_models_count_flops_with_xla():
+  config = _tiny_efficient_capsnet()
+  row = benchmark['measure']('eval', 2, 1, steps=1, warmup=0, config=config)
+  assert (row['model'], row['routing']) == ('efficient_capsnet',
+                                            'self_attention')
+  # The CapsNet-only fields do not apply; the matmuls run in float32.
+  assert (row['compute_dtype'], row['routing_memory'], row['matmul_dtype']) == (
+      '-', '-', 'float32')
+  assert 0 < row['model_gflop_per_step'] < math.inf
+  assert row['model_gflop_per_s'] == pytest.approx(
+      row['model_gflop_per_step'] * 1e3 / row['step_ms'])
+
+
+def test_measure_routing_replaces_the_configs():
+  config = _tiny_efficient_capsnet()
+  row = benchmark['measure']('train', 2, 2, routing='dynamic',
+                             memory_only=True, config=config)
+  assert (row['model'], row['routing'], row['routing_iters']) == (
+      'efficient_capsnet', 'dynamic', 2)
+
+
+def test_combinations_cover_models_routings_and_sizes():
+  runs = benchmark['combinations'](
+      ['capsnet', 'efficient_capsnet'], [], ['mnist', 'cifar10'], ['train'],
+      [8], [1], ['full', 'chunked'],
+      default_routing={'capsnet': 'dynamic',
+                       'efficient_capsnet': 'self_attention'}.get)
+  keys = [(r['model_name'], r['algorithm'], r['size'], r['routing_memory'])
+          for r in runs]
+  # Each model's own routing; the routing memory only varies for CapsNet.
+  assert keys == [('capsnet', 'dynamic', 'mnist', 'full'),
+                  ('capsnet', 'dynamic', 'mnist', 'chunked'),
+                  ('capsnet', 'dynamic', 'cifar10', 'full'),
+                  ('capsnet', 'dynamic', 'cifar10', 'chunked'),
+                  ('efficient_capsnet', 'self_attention', 'mnist', 'full'),
+                  ('efficient_capsnet', 'self_attention', 'cifar10', 'full')]
+  runs = benchmark['combinations'](
+      ['capsnet'], ['dynamic', 'self_attention'], ['mnist'], ['eval'], [8],
+      [1, 3], ['chunked'])
+  # Chunked routing memory exists for dynamic routing only.
+  assert [(r['algorithm'], r['routing_iters']) for r in runs] == [
+      ('dynamic', 1), ('dynamic', 3)]
+  assert benchmark['combinations'](['efficient_capsnet'], [], ['mnist'],
+                                   ['eval'], [8], [1], ['full'])[0][
+                                       'algorithm'] == 'self_attention'
+
+
+def test_torch_reference_only_beside_the_papers_capsnet():
+  note = benchmark['torch_skip_note']
+  assert note('capsnet', 'dynamic') is None
+  assert note('capsnet', None) is None
+  assert 'efficient_capsnet' in note('efficient_capsnet', 'dynamic')
+  assert 'self_attention' in note('capsnet', 'self_attention')
+
+
+def _cli(*args):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'benchmark.py'),
+       *args], capture_output=True, text=True, cwd=ROOT,
+      env={**os.environ, 'PYTHONPATH': ROOT}, check=False)
+
+
+def test_cli_routing_is_the_algorithm_and_model_the_registry_name():
+  proc = _cli('--routing=3', '--notorch')
+  assert proc.returncode == 1
+  assert 'error: --routing has 3; choose from dynamic' in proc.stderr
+  assert '--routing_iters' in proc.stderr
+  proc = _cli('--model=mnist', '--notorch')
+  assert proc.returncode == 1
+  assert 'error: --model has mnist; choose from capsnet' in proc.stderr
+
+
+def test_cli_runs_each_model_and_routing_in_a_child():
+  proc = _cli('--model=efficient_capsnet', '--routing=dynamic',
+              '--size=cifar10', '--mode=eval', '--batch=2',
+              '--routing_iters=1', '--memory_only', '--json')
+  assert proc.returncode == 0, proc.stderr
+  rows = [json.loads(l) for l in proc.stdout.splitlines()][1:]
+  assert [(r['model'], r['routing'], r['size'], r['batch']) for r in rows] == [
+      ('efficient_capsnet', 'dynamic', 'cifar10', 2)]
 
 
 def test_cpu_runtime_adds_the_scheduler_flag_once(monkeypatch):
