@@ -149,7 +149,7 @@ def standardize_images(images: np.ndarray) -> np.ndarray:
   return ((images - mean) / np.maximum(std, floor)).astype(np.float32)
 
 
-def _check_preprocess(image_shape, crop_size, brightness_delta=0.0,
+def _check_preprocess(image_shape, crop_size=0, brightness_delta=0.0,
                       contrast_delta=0.0, standardize=False):
   height, width = image_shape[:2]
   crop_size = _check_int(crop_size, 'crop_size', 0)

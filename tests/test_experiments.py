@@ -401,7 +401,8 @@ def test_readme_sweep_command_and_gallery():
   routing_sweep.define_flags(defined)
   for flag in re.findall(r'--(\w+)[.=]', command):
     assert flag in defined, flag
-  shown = re.findall(r'\(docs/gallery/(\w+)\.png\)', readme)
+  gallery = readme.split('## Gallery\n')[1].split('\n## ', 1)[0]
+  shown = re.findall(r'\(docs/gallery/(\w+)\.png\)', gallery)
   assert sorted(shown) == sorted(EXPECTED_PNG_SIZES)
   for name in shown:
     path = os.path.join(ROOT, 'docs', 'gallery', f'{name}.png')
