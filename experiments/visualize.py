@@ -421,6 +421,21 @@ def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
   return {'multimnist_reconstructions': path}
 
 
+def _confusion_matrix_and_log(run: trained.TrainedRun, predicted: np.ndarray,
+                              paths: dict[str, str]) -> dict[str, str]:
+  """Draws the test split's confusion matrix, logs every figure, returns paths."""
+  test = run.dataset.test
+  counts = confusion_matrix(test.labels, predicted, run.dataset.num_classes)
+  error = 100.0 * (1.0 - np.trace(counts) / counts.sum())
+  plot_confusion_matrix(
+      counts, f'{run.dataset.name} test split, step {run.step}: '
+      f'{error:.2f}% error ({counts.sum()} examples)',
+      paths['confusion_matrix'])
+  for path in paths.values():
+    logging.info('Wrote %s.', path)
+  return paths
+
+
 def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   """Writes the figures of `workdir`'s latest checkpoint to `out`.
 
@@ -493,16 +508,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
                        test.labels[shown], all_predicted[shown],
                        paths['capsule_lengths'])
 
-  counts = confusion_matrix(test.labels, all_predicted,
-                            run.dataset.num_classes)
-  error = 100.0 * (1.0 - np.trace(counts) / counts.sum())
-  plot_confusion_matrix(
-      counts, f'{run.dataset.name} test split, step {run.step}: '
-      f'{error:.2f}% error ({counts.sum()} examples)',
-      paths['confusion_matrix'])
-  for path in paths.values():
-    logging.info('Wrote %s.', path)
-  return paths
+  return _confusion_matrix_and_log(run, all_predicted, paths)
 
 
 # ------------------------------------------------------- matrix capsules --
@@ -565,16 +571,7 @@ def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
                                  crop_size=preprocess['crop_size']),
       scores[shown], test.labels[shown], all_predicted[shown],
       paths['em_activations'], score_name='class activation')
-  counts = confusion_matrix(test.labels, all_predicted,
-                            run.dataset.num_classes)
-  error = 100.0 * (1.0 - np.trace(counts) / counts.sum())
-  plot_confusion_matrix(
-      counts, f'{run.dataset.name} test split, step {run.step}: '
-      f'{error:.2f}% error ({counts.sum()} examples)',
-      paths['confusion_matrix'])
-  for path in paths.values():
-    logging.info('Wrote %s.', path)
-  return paths
+  return _confusion_matrix_and_log(run, all_predicted, paths)
 
 
 def main(argv):

@@ -5,6 +5,7 @@ overrides; `small_config(...)` is that config with a CapsNet small enough to
 compile and train a few steps in seconds (the shapes of the paper's network
 are kept where a test is about them, via overrides).
 """
+import importlib.util
 import os
 import runpy
 
@@ -56,3 +57,12 @@ def dataset_config(**fields):
   field a loader may read is there, as in a real run."""
   return ml_collections.ConfigDict(
       {**load_config('mnist').dataset.to_dict(), **fields})
+
+
+def load_script(name: str):
+  """Imports experiments/NAME.py (a script, not a package module)."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -1,7 +1,6 @@
 """Efficient-CapsNet: parameter count, batch norm in training, short runs;
 and the CapsNet with each vector routing, end to end on the embedded sample."""
 import functools
-import importlib.util
 import os
 
 import jax
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_script
 from conftest import ROOT
 from conftest import load_config
 from conftest import small_config
@@ -17,12 +17,6 @@ from capsjax import models
 from capsjax import train
 from capsjax import trained
 
-def load_script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 visualize = load_script('visualize')
@@ -78,7 +72,6 @@ def test_paper_parameter_count():
 
 def test_mnist_argument_is_the_paper_schedule():
   import runpy, os  # pylint: disable=g-import-not-at-top,multiple-imports
-  from conftest import ROOT  # pylint: disable=g-import-not-at-top
   get_config = runpy.run_path(
       os.path.join(ROOT, 'configs', 'efficient_capsnet.py'))['get_config']
   config = get_config('mnist')

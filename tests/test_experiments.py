@@ -4,7 +4,6 @@ The scripts' functions run in-process on the embedded MNIST sample with a
 shrunk model; one test runs the sweep's command line as a user would.
 """
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -22,17 +21,11 @@ from capsjax import layers
 from capsjax import losses
 from capsjax import train
 from capsjax import trained
+from conftest import load_script
 from conftest import load_config
 from conftest import ROOT
 
 
-def load_script(name):
-  """Imports experiments/NAME.py (a script, not a package module) once."""
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 routing_sweep = load_script('routing_sweep')

@@ -1,24 +1,17 @@
 """experiments/routing_sweep.py --grid: a sweep over any config fields."""
 import csv
-import importlib.util
 import io
 import json
 import os
 
 import pytest
 
-from conftest import ROOT
+from conftest import load_script
 from conftest import load_config
 from capsjax import errors
 from capsjax import train
 
 
-def load_script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 routing_sweep = load_script('routing_sweep')
