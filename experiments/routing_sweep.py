@@ -287,17 +287,9 @@ def run_config(config: ml_collections.ConfigDict,
   return config
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def finished_summary(workdir: str, num_train_steps: int) -> Optional[dict]:
   """The run's summary if it trained at least `num_train_steps`, else None."""
-  summary = _read_json(os.path.join(workdir, 'summary.json'))
+  summary = workdir_lib.read_json(os.path.join(workdir, 'summary.json'))
   if summary and summary.get('steps', -1) >= num_train_steps:
     return summary
   return None
@@ -348,7 +340,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str,
   sweep_dir = _prepare_sweep_dir(sweep_dir)
   for index, (run, cfg) in enumerate(zip(runs, configs), 1):
     workdir = os.path.join(sweep_dir, run.name)
-    saved = _read_json(os.path.join(workdir, 'config.json'))
+    saved = workdir_lib.read_json(os.path.join(workdir, 'config.json'))
     changes = config_changes(saved, cfg) if saved else []
     if changes:
       logging.warning('%s was trained with a different config (%s); its '
@@ -387,10 +379,10 @@ def collect(sweep_dir: str) -> list[dict]:
   rows = []
   for name in sorted(os.listdir(sweep_dir)):
     match = _RUN_NAME.fullmatch(name)
-    summary = _read_json(os.path.join(sweep_dir, name, 'summary.json'))
+    summary = workdir_lib.read_json(os.path.join(sweep_dir, name, 'summary.json'))
     if not match or not summary:
       continue
-    config = _read_json(os.path.join(sweep_dir, name, 'config.json'))
+    config = workdir_lib.read_json(os.path.join(sweep_dir, name, 'config.json'))
     if not config:
       continue
     # The name says which runs are Table 1's; their values come from what
@@ -505,8 +497,8 @@ def collect_grid(sweep_dir: str, grid: dict[str, list]) -> list[dict]:
   """
   rows = []
   for name in sorted(os.listdir(sweep_dir)):
-    summary = _read_json(os.path.join(sweep_dir, name, 'summary.json'))
-    config = _read_json(os.path.join(sweep_dir, name, 'config.json'))
+    summary = workdir_lib.read_json(os.path.join(sweep_dir, name, 'summary.json'))
+    config = workdir_lib.read_json(os.path.join(sweep_dir, name, 'config.json'))
     if not summary or not config:
       continue
     row = {'run': name, 'seed': config.get('seed')}

@@ -66,3 +66,13 @@ def load_script(name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def assert_one_line_data_error(excinfo, *fragments):
+  """The raised error is a ValueError with a one-line message holding every
+  fragment."""
+  message = str(excinfo.value)
+  assert isinstance(excinfo.value, ValueError)
+  assert '\n' not in message, message
+  for fragment in fragments:
+    assert fragment in message, message

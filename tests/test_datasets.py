@@ -12,6 +12,7 @@ import requests
 import tensorflow_datasets as tfds
 
 import conftest
+from conftest import assert_one_line_data_error
 from capsjax import datasets
 from capsjax import input_pipeline
 from capsjax.errors import DataError
@@ -20,13 +21,6 @@ from capsjax.errors import DataError
 def dataset_config(**overrides):
   return conftest.dataset_config(**{'source': 'tfds', **overrides})
 
-
-def assert_one_line_data_error(excinfo, *fragments):
-  message = str(excinfo.value)
-  assert isinstance(excinfo.value, ValueError)
-  assert '\n' not in message, message
-  for fragment in fragments:
-    assert fragment in message, message
 
 
 # --------------------------------------------------------------------- idx --

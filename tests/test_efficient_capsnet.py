@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import load_script
+from conftest import SMALL_RUN
 from conftest import ROOT
 from conftest import load_config
 from conftest import small_config
@@ -40,12 +41,7 @@ SMALL_EFFICIENT = {
     'model.primary_dim': 4,
     'model.digit_dim': 6,
     'model.decoder_hidden': (16, 32),
-    'batch_size': 8,
-    'eval_batch_size': 16,
-    'num_train_steps': 4,
-    'log_every_steps': 2,
-    'eval_every_steps': 2,
-    'checkpoint_every_steps': 2,
+    **SMALL_RUN,
 }
 
 

@@ -4,17 +4,11 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_data_error
 from capsjax import datasets
 from capsjax import input_pipeline
 from capsjax.errors import DataError
 
-
-def assert_one_line_data_error(excinfo, *fragments):
-  message = str(excinfo.value)
-  assert isinstance(excinfo.value, ValueError)
-  assert '\n' not in message, message
-  for fragment in fragments:
-    assert fragment in message, message
 
 
 def labelled_split(num_examples, height=4, width=4):
