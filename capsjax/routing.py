@@ -36,6 +36,16 @@ def _check_num_iters(num_iters) -> int:
   return index
 
 
+def _check_u_hat(u_hat, name: str) -> jax.Array:
+  u_hat = jnp.asarray(u_hat)
+  if u_hat.ndim != 3:
+    raise ValueError(
+        f'u_hat must have shape [num_in, num_out, dim_out] for one example, '
+        f'got shape {tuple(u_hat.shape)}; for a batch use jax.vmap({name}, '
+        f'in_axes=(0, None)).')
+  return u_hat
+
+
 def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
                     stop_gradient_agreement: bool = False,
                     return_couplings: bool = False,
@@ -75,12 +85,7 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
       `u_hat` is not rank 3.
   """
   num_iters = _check_num_iters(num_iters)
-  u_hat = jnp.asarray(u_hat)
-  if u_hat.ndim != 3:
-    raise ValueError(
-        f'u_hat must have shape [num_in, num_out, dim_out] for one example, got '
-        f'shape {tuple(u_hat.shape)}; for a batch use '
-        f'jax.vmap(dynamic_routing, in_axes=(0, None)).')
+  u_hat = _check_u_hat(u_hat, 'dynamic_routing')
 
   # Logits are per example and start at zero: with vmap each example gets its
   # own b, and nothing is carried between calls.
@@ -238,16 +243,6 @@ def em_routing(votes: jax.Array, activations: jax.Array, beta_u, beta_a,
   if return_couplings:
     return mu, a_out, jnp.stack(assignments)
   return mu, a_out
-
-
-def _check_u_hat(u_hat, name: str) -> jax.Array:
-  u_hat = jnp.asarray(u_hat)
-  if u_hat.ndim != 3:
-    raise ValueError(
-        f'u_hat must have shape [num_in, num_out, dim_out] for one example, '
-        f'got shape {tuple(u_hat.shape)}; for a batch use jax.vmap({name}, '
-        f'in_axes=(0, None)).')
-  return u_hat
 
 
 def _check_shape(name: str, value, shape) -> jax.Array:

@@ -136,7 +136,8 @@ def per_example_metrics(objective, outputs, batch, loss_config, step):
 
 
 def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
-               rng: jax.Array, *, objective, loss_config: ml_collections.ConfigDict,
+               rng: jax.Array, *, objective,
+               loss_config: ml_collections.ConfigDict,
                num_microbatches: int = 1):
   """One Adam step on the batch-mean loss. Returns `(state, metrics)`.
 
