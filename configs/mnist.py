@@ -7,8 +7,7 @@ shifts of up to 2 pixels, margin loss + 0.0005 x reconstruction loss. The paper
 reports 0.25% test error (+-0.005) for this setup; 0.35% without the
 reconstruction loss, 0.29% with one routing iteration (Table 1). The paper
 does not state its training length; 30,000 steps is 64 epochs. Not yet
-reproduced with capsjax (on the 2-core development CPU it is about 6 hours,
-under 5 with --config.model.compute_dtype=bfloat16).
+reproduced with capsjax (on the 2-core development CPU it is a few hours).
 
 MNIST comes from tfds, which downloads it once. Without network use the IDX
 files instead: --config.dataset.source=idx --config.dataset.directory=DIR.
@@ -90,10 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.decoder_hidden = (512, 1024)
   # PrimaryCaps convolution: 'slices' is fast on CPU, 'xla' on GPU/TPU.
   config.model.conv_impl = 'auto'
-  # PrimaryCaps matmul inputs: 'bfloat16' is faster on CPUs with AVX512-BF16
-  # or AMX and on GPU/TPU (products still accumulate in float32); 'auto'
-  # picks bfloat16 exactly there.
-  config.model.compute_dtype = 'float32'
+  # PrimaryCaps matmul inputs: 'auto' is bfloat16 on CPUs with AVX512-BF16
+  # or AMX and on GPU/TPU (products still accumulate in float32), where it is
+  # faster at the same accuracy (README, Performance), and float32 elsewhere.
+  # 'float32' everywhere: --config.model.compute_dtype=float32.
+  config.model.compute_dtype = 'auto'
   # 'full' | 'chunked': 'chunked' never holds u_hat whole (large
   # inputs or many classes; README, Performance), routing_chunk input
   # capsules at a time.
