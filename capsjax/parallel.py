@@ -59,9 +59,9 @@ def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:
   # Not `jax.make_mesh(..., devices=devices)`: it reorders the devices it is
   # given (by id on GPU, along the physical torus on TPU), which can
   # interleave hosts. `Auto`, not `make_mesh`'s default `Explicit`, which
-  # would make the batch sharding part of every intermediate's type: the
-  # model code leaves intermediate shardings and the gradient all-reduce to
-  # XLA.
+  # makes the batch sharding part of every intermediate's type (and so
+  # refuses conv.py's reshapes of the sharded batch): the model code leaves
+  # intermediate shardings and the gradient all-reduce to XLA.
   return Mesh(np.array(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
