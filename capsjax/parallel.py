@@ -1,10 +1,15 @@
 """Data parallelism with JAX's SPMD machinery, over all devices of all hosts.
 
-A 1-D `Mesh` over `jax.devices()` with one axis, 'data'. Batches are sharded
-along their first axis (`P('data')`), the TrainState is replicated (`P()`),
-and XLA inserts the gradient all-reduce. Each host builds only its own rows
-of every global batch (see `input_pipeline.train_batch`); `global_batch` joins
-them into one `jax.Array`. On one device all of this is a no-op.
+A 1-D mesh over `jax.devices()` with one axis, 'data', of type `Auto`: batches
+are sharded along their first axis (`jax.P('data')`), the TrainState is
+replicated (`jax.P()`), and XLA, free to choose every intermediate sharding,
+inserts the gradient all-reduce. Each host builds only its own rows of every
+global batch (see `input_pipeline.train_batch`); `global_batch` joins them
+into one `jax.Array`. On one device all of this is a no-op.
+
+The shardings are `jax.NamedSharding`s, which carry their mesh, so no
+`jax.set_mesh` context is needed around the jitted steps or `global_batch`;
+there is no per-device code, hence no `jax.shard_map`.
 
 Several hosts: call `initialize_distributed` before any other JAX call;
 every host then runs the same program.
@@ -13,9 +18,8 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import jax
+from jax.sharding import AxisType
 from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 
 DATA_AXIS = 'data'
@@ -52,17 +56,23 @@ def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:
   """
   devices = jax.devices() if devices is None else devices
   devices = sorted(devices, key=lambda d: (d.process_index, d.id))
-  return Mesh(np.array(devices), (DATA_AXIS,))
+  # Not `jax.make_mesh(..., devices=devices)`: it reorders the devices it is
+  # given (by id on GPU, along the physical torus on TPU), which can
+  # interleave hosts. `Auto`, not `make_mesh`'s default `Explicit`, which
+  # makes the batch sharding part of every intermediate's type (and so
+  # refuses conv.py's reshapes of the sharded batch): the model code leaves
+  # intermediate shardings and the gradient all-reduce to XLA.
+  return Mesh(np.array(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> jax.NamedSharding:
   """Arrays split along their first (batch) axis over the devices."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+  return jax.NamedSharding(mesh, jax.P(DATA_AXIS))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
+def replicated(mesh: Mesh) -> jax.NamedSharding:
   """A full copy of the array on every device."""
-  return NamedSharding(mesh, P())
+  return jax.NamedSharding(mesh, jax.P())
 
 
 def divisibility_error(name: str, value: int, mesh: Mesh) -> Optional[str]:

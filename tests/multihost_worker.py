@@ -47,7 +47,10 @@ def main(process_id: int, port: int, out_dir: str) -> None:
 
   mesh = parallel.create_mesh()
   split = labelled_split()
-  out = {'describe': parallel.describe(mesh, BATCH_SIZE)}
+  out = {'describe': parallel.describe(mesh, BATCH_SIZE),
+         # Given host 1's devices first, the mesh still starts with host 0's.
+         'mesh_order': [[d.process_index, d.id] for d in parallel.create_mesh(
+             jax.devices()[::-1]).devices.flat]}
 
   summarize = jax.jit(batch_summary, out_shardings=parallel.replicated(mesh))
   for step in range(3):

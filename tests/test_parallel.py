@@ -164,6 +164,8 @@ def test_two_hosts_build_the_single_host_batches(tmp_path):
 
   assert out['describe'] == ('Training on 4 devices (cpu) across 2 hosts; '
                              'global batch 8, 2 per device.')
+  assert out['mesh_order'] == sorted(out['mesh_order'])
+  assert [process for process, _ in out['mesh_order']] == [0, 0, 1, 1]
   # Each host built its 4 rows; the global batches are the one-host ones.
   split = multihost_worker.labelled_split()
   for step in range(3):
@@ -199,9 +201,10 @@ def four_device_phases(tmp):
   """Runs in the 4-device subprocess; returns what the test checks."""
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   out = {}
-  # A global batch is split over the devices, in order: 2 rows each.
+  # A global batch is split over the devices in the order of their ids,
+  # 2 rows each, even when the mesh is given them in another order.
   batch = parallel.global_batch({'label': np.arange(8, dtype=np.int32)},
-                                parallel.create_mesh())
+                                parallel.create_mesh(jax.devices()[::-1]))
   out['rows_per_device'] = [
       shard.data.tolist() for shard in
       sorted(batch['label'].addressable_shards, key=lambda s: s.device.id)]
