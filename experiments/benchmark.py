@@ -355,6 +355,9 @@ def combine_repeats(ours: list[dict],
               for o, t in zip(ours, runs)]
     row[f'torch_{dtype}_images_per_s'] = _median(
         [t['images_per_s'] for t in runs])
+    if all('matmul_peak_gflop_per_s' in t for t in runs):
+      row[f'torch_{dtype}_matmul_peak_gflop_per_s'] = _median(
+          [t['matmul_peak_gflop_per_s'] for t in runs])
     row[f'speedup_vs_torch_{dtype}'] = _median(ratios)
     row[f'speedup_vs_torch_{dtype}_min'] = min(ratios)
     row[f'speedup_vs_torch_{dtype}_max'] = max(ratios)
@@ -458,6 +461,10 @@ def _print_table(rows, header: str):
   print(f'device {first["device"]} x{first["num_devices"]}, compute_dtype '
         f'{first["compute_dtype"]} (matmuls in {first["matmul_dtype"]})' +
         (f', dense matmul peak {peak:.0f} GFLOP/s' if peak else ''))
+  torch_peaks = [f'{dtype} {first[key]:.0f}' for dtype in TORCH_DTYPES
+                 if (key := f'torch_{dtype}_matmul_peak_gflop_per_s') in first]
+  if torch_peaks:
+    print(f'PyTorch dense matmul peak (GFLOP/s): {", ".join(torch_peaks)}')
 
 
 def _header(facts: dict, python) -> str:

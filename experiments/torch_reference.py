@@ -134,6 +134,7 @@ def measure(mode='train', batch=128, routing_iters=3, steps=8, warmup=2,
     float(step())  # Waits for the result, as block_until_ready does in JAX.
     times.append(time.perf_counter() - start)
   seconds = sorted(times)[len(times) // 2]
+  matmul_peak = matmul_flops_per_s(dtype)
   return {
       'framework': 'torch', 'torch': torch.__version__,
       'threads': torch.get_num_threads(), 'mode': mode, 'batch': batch,
@@ -141,7 +142,21 @@ def measure(mode='train', batch=128, routing_iters=3, steps=8, warmup=2,
       'input': [image_size, image_size, channels], 'num_classes': num_classes,
       'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
       'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'matmul_peak_gflop_per_s': matmul_peak / 1e9,
   }
+
+
+def matmul_flops_per_s(dtype='float32', n=2048, steps=5) -> float:
+  """FLOP/s of a dense n^3 torch matmul in `dtype` (the benchmark measures
+  XLA's the same way), the median of `steps` after two warm-up runs."""
+  a = torch.randn(n, n).to(getattr(torch, dtype))
+  times = []
+  for k in range(2 + steps):
+    start = time.perf_counter()
+    a @ a
+    if k >= 2:
+      times.append(time.perf_counter() - start)
+  return 2.0 * n**3 / sorted(times)[len(times) // 2]
 
 
 def main(argv=None):

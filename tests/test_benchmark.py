@@ -84,6 +84,23 @@ def test_torch_at_its_best_is_the_faster_dtype_of_each_repeat():
   assert row['torch_bfloat16_images_per_s'] == 45.0
 
 
+def test_torch_matmul_peak_is_reported_beside_ours(capsys):
+  # The "XLA's float32 matmul is as fast as torch's" condition of the speed
+  # target, reproducible from a checkout: both peaks in the same table.
+  ours = [{'images_per_s': v, 'matmul_peak_gflop_per_s': 450., 'mode': 'train',
+           'device': 'cpu:cpu', 'num_devices': 1, 'compute_dtype': 'float32',
+           'matmul_dtype': 'float32'} for v in (100., 120., 90.)]
+  torch = {'float32': [{'images_per_s': 50., 'matmul_peak_gflop_per_s': v}
+                       for v in (200., 180., 220.)],
+           'bfloat16': [{'images_per_s': 60.} for _ in range(3)]}
+  row = benchmark['combine_repeats'](ours, torch)
+  assert row['torch_float32_matmul_peak_gflop_per_s'] == 200.0
+  assert 'torch_bfloat16_matmul_peak_gflop_per_s' not in row  # Not measured.
+  benchmark['_print_table']([row], 'header')
+  footer = capsys.readouterr().out.splitlines()[-1]
+  assert footer == 'PyTorch dense matmul peak (GFLOP/s): float32 200'
+
+
 def test_torch_runs_by_default_when_importable():
   python = benchmark['torch_python']
   found = lambda name: object() if name == 'torch' else None

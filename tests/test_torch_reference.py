@@ -47,3 +47,9 @@ def test_main_prints_one_json_row(capsys):
   assert (row['framework'], row['mode'], row['batch'], row['dtype']) == (
       'torch', 'eval', 2, 'float32')
   assert row['images_per_s'] == pytest.approx(2e3 / row['step_ms'])
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_matmul_peak_is_a_rate(dtype):
+  flops = reference['matmul_flops_per_s'](dtype, n=64, steps=3)
+  assert 1e6 < flops < 1e15
