@@ -1,5 +1,6 @@
 """Flax linen layers of a CapsNet, wrapping the pure functions of capsjax.
 
+  Conv          VALID stride-1 convolution (Conv1), nn.Conv's parameters
   PrimaryCaps   strided VALID convolution -> capsules, squashed (Section 4)
   Capsules      u_hat = W_ij u_i, then routing-by-agreement (Eq. 2, Proc. 1)
   Decoder       masked capsules -> 512 -> 1024 -> image (Section 4.1)
@@ -20,6 +21,40 @@ from jax import lax
 from capsjax import conv
 from capsjax import ops
 from capsjax import routing
+
+class Conv(nn.Module):
+  """A VALID stride-1 convolution plus bias, with `nn.Conv`'s parameters.
+
+  The same parameters (`kernel: [k, k, C, features]`, lecun-normal; `bias`,
+  zeros) and values as `nn.Conv(features, (k, k), padding='VALID')`, so
+  checkpoints and initialisations are unchanged. On CPU ('auto' -> 'slices')
+  an input of at most `conv.PATCH_CONV_MAX_CHANNELS` channels (an image) is
+  convolved by `conv.patch_conv`, one matmul whose kernel gradient XLA:CPU
+  runs far faster than its own convolution's.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel side.
+    conv_impl: 'auto' | 'slices' | 'xla'; see `conv.resolve_conv_impl`.
+  """
+  features: int
+  kernel_size: int
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """`x: [B, H, W, C]` -> `[B, H - k + 1, W - k + 1, features]`."""
+    kernel = self.param(
+        'kernel', nn.initializers.lecun_normal(),
+        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    if (conv.resolve_conv_impl(self.conv_impl) == 'slices' and
+        x.shape[-1] <= conv.PATCH_CONV_MAX_CHANNELS):
+      y = conv.patch_conv(x, kernel)
+    else:
+      y = conv.xla_conv(x, kernel, 1)
+    return y + bias
+
 
 class PrimaryCaps(nn.Module):
   """A VALID strided convolution whose channels are grouped into capsules.

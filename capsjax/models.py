@@ -151,9 +151,8 @@ class CapsNet(nn.Module):
       A `CapsNetOutput`.
     """
     self._check_images(images)
-    h = nn.relu(nn.Conv(self.conv1_channels,
-                        (self.conv1_kernel, self.conv1_kernel),
-                        padding='VALID', name='conv1')(images))
+    h = nn.relu(layers.Conv(self.conv1_channels, self.conv1_kernel,
+                            self.conv_impl, name='conv1')(images))
     primary = layers.PrimaryCaps(
         self.primary_types, self.primary_dim, self.primary_kernel,
         self.primary_stride, self.conv_impl, self.compute_dtype,

@@ -1,4 +1,5 @@
-"""Tests for capsjax.conv: the sliced PrimaryCaps convolution and its VJP."""
+"""Tests for capsjax.conv: the sliced PrimaryCaps convolution and its VJP, and
+the one-matmul Conv1 (patch_conv)."""
 import functools
 
 import jax
@@ -45,6 +46,25 @@ def test_sliced_conv_equals_xla_conv_forward_and_gradient(shape, kernel_size,
         conv.xla_conv)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('shape,kernel_size', [
+    ((2, 28, 28, 1), 9),   # The paper's Conv1, fewer output channels.
+    ((3, 12, 10, 3), 5),   # RGB, non-square.
+    ((2, 6, 7, 2), 6),     # A 1-wide output column.
+])
+def test_patch_conv_equals_xla_conv_forward_and_gradient(shape, kernel_size):
+  with jax.enable_x64(True):
+    x, w = _inputs(shape, kernel_size, dtype=jnp.float64)
+    np.testing.assert_allclose(conv.patch_conv(x, w), conv.xla_conv(x, w, 1),
+                               rtol=1e-12, atol=1e-10)
+    def grads(conv_fn):
+      loss = lambda x, w: jnp.sum(jnp.sin(conv_fn(x, w)))
+      return jax.grad(loss, argnums=(0, 1))(x, w)
+
+    for got, want in zip(grads(conv.patch_conv),
+                         grads(lambda x, w: conv.xla_conv(x, w, 1))):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_sliced_conv_custom_vjp_matches_numerical_gradient():

@@ -1,9 +1,11 @@
 """Tests for capsjax.layers: PrimaryCaps, Capsules, predictions, Decoder."""
 import functools
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from capsjax import conv
 from capsjax import layers
@@ -135,3 +137,21 @@ def test_decoder_sees_only_the_selected_capsule():
   np.testing.assert_array_equal(decoder.apply(params, changed, select), images)
   assert not np.allclose(decoder.apply(params, caps, jnp.array([3, 1]))[0],
                          images[0])
+
+
+@pytest.mark.parametrize('impl', ['slices', 'xla'])
+def test_conv_is_nn_conv_with_the_same_parameters(impl):
+  # CapsNet's Conv1 was nn.Conv: the same parameter names, shapes and
+  # initial values, so old checkpoints load and runs start the same; the
+  # same outputs whichever implementation runs it.
+  x = jax.random.uniform(jax.random.key(0), (2, 14, 13, 1))
+  reference = flax.linen.Conv(6, (5, 5), padding='VALID')
+  ours = layers.Conv(6, 5, conv_impl=impl)
+  params = reference.init(jax.random.key(3), x)
+  initial = ours.init(jax.random.key(3), x)
+  assert jax.tree.structure(initial) == jax.tree.structure(params)
+  for got, want in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(ours.apply(params, x),
+                             reference.apply(params, x), rtol=1e-5,
+                             atol=1e-6)
