@@ -135,7 +135,7 @@ class Capsules(nn.Module):
   routing_iters: int
   routing: str = 'dynamic'
   memory: str = 'full'
-  chunk_size: int = 128
+  chunk_size: int = 8
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.01)
 
   @nn.compact

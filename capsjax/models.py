@@ -119,7 +119,7 @@ class CapsNet(nn.Module):
   conv_impl: str = 'auto'
   compute_dtype: str = 'float32'
   routing_memory: str = 'full'
-  routing_chunk: int = 128
+  routing_chunk: int = 8
   num_targets: int = 1
 
   def _check_images(self, images):
@@ -531,7 +531,7 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
       or routing_chunk < 1):
     raise errors.ConfigError(
         f'config.model.routing_chunk must be an int >= 1, got '
-        f'{routing_chunk!r}; set --config.model.routing_chunk=128.')
+        f'{routing_chunk!r}; set --config.model.routing_chunk=8.')
   hidden = tuple(model_config.decoder_hidden)
   if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
              for w in hidden):

@@ -98,7 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
   # inputs or many classes; README, Performance), routing_chunk input
   # capsules at a time.
   config.model.routing_memory = 'full'
-  config.model.routing_chunk = 128
+  config.model.routing_chunk = 8
   # Digits per image: 2 for MultiMNIST (each reconstructed from its capsule).
   config.model.num_targets = 1
   # model.name='baseline_cnn' (configs/baseline_mnist.py): the paper's CNN,

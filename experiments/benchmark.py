@@ -11,6 +11,8 @@ r"""Speed and memory of capsule network steps, beside a PyTorch reference.
     python experiments/benchmark.py --model=capsnet,efficient_capsnet \
         --mode=train --batch=16 --routing_iters=1      # models
     python experiments/benchmark.py --json          # one JSON object per line
+    python experiments/benchmark.py --mode=train --batch=128 --routing_iters=3 \
+        --profile --notorch                         # where the step's time goes
 
 Each combination of model, routing, size, mode, batch, iterations and
 routing memory runs in a fresh subprocess (so compile time and peak RSS are
@@ -44,19 +46,30 @@ same drift. `speedup_vs_torch_float32` is the median of the pairs' ratios;
 `speedup_vs_torch_best` the median of ours / the faster torch run of the same
 repeat (torch at its best: what a PyTorch user would pick on this CPU).
 
+`--profile` also traces three steps with `jax.profiler` and prints, per
+step, the milliseconds of XLA's ops by the model part whose JAX code made
+them (the top-level module in the ops' `op_name` metadata, backward marked
+"(grad)"; ops outside the model, such as the optimizer, as "rest") and the
+longest single ops.
+
 Model FLOP/s count the matmul and convolution multiply-adds (CapsNet: by
 formula, training = forward + 2x backward, Conv1 without an input gradient;
 other models: XLA's cost analysis of the compiled step) and are compared
 with a dense 2048^3 matmul timed in the same process at the same precision.
 """
+import collections
 import functools
+import glob
+import gzip
 import importlib.util
 import json
 import os
+import re
 import resource
 import runpy
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -83,10 +96,12 @@ flags.DEFINE_list('size', ['mnist'], f'Input sizes: {", ".join(SIZES)}.')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16', 'auto'],
-                  'PrimaryCaps matmul inputs (config.model.compute_dtype).')
+                  'PrimaryCaps matmul inputs (config.model.compute_dtype); '
+                  'float32, the reference, unless set (training defaults '
+                  'to auto).')
 flags.DEFINE_list('routing_memory', ['full'], 'config.model.routing_memory '
                   'values to run, e.g. full,chunked.')
-flags.DEFINE_integer('routing_chunk', 128, 'config.model.routing_chunk.')
+flags.DEFINE_integer('routing_chunk', 8, 'config.model.routing_chunk.')
 flags.DEFINE_integer('microbatch_size', 0, 'Training: split each batch into '
                      'parts of this size (config.microbatch_size; 0 = off).')
 flags.DEFINE_integer('steps', 5, 'Timed steps per configuration.')
@@ -106,6 +121,9 @@ flags.DEFINE_list('torch_dtypes', list(TORCH_DTYPES), 'PyTorch runs per '
 flags.DEFINE_string('torch_script', os.path.join(
     os.path.dirname(os.path.abspath(__file__)), 'torch_reference.py'),
                     'The PyTorch reference script.')
+flags.DEFINE_bool('profile', False, 'Also trace three steps with '
+                  'jax.profiler and print where their time goes, by model '
+                  'part and by XLA op.')
 flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
@@ -218,9 +236,10 @@ def _time(fn, *, warmup: int, steps: int) -> list[float]:
 def measure(mode: str, batch_size: int, routing_iters: int, *,
             model_name: str = 'capsnet', routing: str | None = None,
             size: str = 'mnist', compute_dtype: str = 'float32',
-            routing_memory: str = 'full', routing_chunk: int = 128,
+            routing_memory: str = 'full', routing_chunk: int = 8,
             microbatch_size: int = 0, steps: int = 5, warmup: int = 2,
-            memory_only: bool = False, config=None) -> dict:
+            memory_only: bool = False, profile: bool = False,
+            config=None) -> dict:
   """Compiles and times one configuration in this process; a result row.
 
   `config` defaults to `model_name`'s (MODEL_CONFIGS); `routing` (a name in
@@ -316,7 +335,87 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
       'matmul_peak_gflop_per_s': peak / 1e9,
       'fraction_of_matmul_peak': flops / seconds / peak,
   })
+  if profile:
+    row['profile'] = profile_steps(compiled, run)
   return row
+
+
+PROFILED_STEPS = 3
+
+
+def op_parts(hlo_text: str) -> dict[str, str]:
+  """XLA instruction name -> the model part whose JAX code made it.
+
+  The part is the top-level module in the instruction's `op_name` metadata
+  (`jit(train_step)/jvp(CapsNet)/primary_caps/...` -> 'primary_caps'; the
+  model's own ops, outside any submodule, -> 'CapsNet'), with ' (grad)' for
+  the backward pass (`transpose(...)`); ops outside the model (optimizer,
+  loss) are 'rest'. A fusion without metadata of its own takes that of its
+  fused computation's root.
+  """
+  op_names, calls, roots = {}, {}, {}
+  computation = None
+  for line in hlo_text.splitlines():
+    if line and not line[0].isspace():  # A computation's header, or '}'.
+      header = re.match(r'(?:ENTRY )?%?([\w.-]+) ', line)
+      computation = header.group(1) if header else None
+      continue
+    match = re.match(r'\s*(ROOT )?%?([\w.-]+) = ', line)
+    if not match:
+      continue
+    op_name = re.search(r'op_name="([^"]+)"', line)
+    if op_name:
+      op_names[match.group(2)] = op_name.group(1)
+      if match.group(1) or computation not in roots:
+        roots[computation] = op_name.group(1)
+    elif called := re.search(r'calls=%?([\w.-]+)', line):
+      calls[match.group(2)] = called.group(1)
+  for name, called in calls.items():
+    if called in roots:
+      op_names[name] = roots[called]
+  return {name: _model_part(op_name) for name, op_name in op_names.items()}
+
+
+def _model_part(op_name: str) -> str:
+  path = op_name.split('/')
+  model = next((k for k, segment in enumerate(path)
+                if re.search(r'(^|\()[A-Z]\w*\)*$', segment)), None)
+  if model is None:
+    return 'rest'
+  grad = ' (grad)' if 'transpose(' in path[model] else ''
+  # A submodule is a plain name with more of the path below it.
+  if model + 2 < len(path) and re.fullmatch(r'[a-z_][a-z_0-9]*',
+                                            path[model + 1]):
+    return path[model + 1] + grad
+  return path[model].split('(')[-1].rstrip(')') + grad
+
+
+def profile_steps(compiled, run, steps: int = PROFILED_STEPS) -> dict:
+  """Per-step ms of XLA:CPU's ops by model part (`op_parts`), and the top ops.
+
+  From a `jax.profiler` trace of `steps` calls of `run`. Op times add up to
+  less than the step time: the gaps between ops and the thread pool's
+  hand-offs are not ops.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  parts = op_parts(compiled.as_text())
+  with tempfile.TemporaryDirectory() as directory:
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+      for _ in range(steps):
+        jax.block_until_ready(run())
+    trace, = glob.glob(os.path.join(directory, '**', '*.trace.json.gz'),
+                       recursive=True)
+    with gzip.open(trace) as f:
+      events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  by_part, by_op = collections.Counter(), collections.Counter()
+  for event in events:
+    name = event.get('name')
+    if event.get('ph') == 'X' and name in parts:
+      by_part[parts[name]] += event['dur'] / 1e3 / steps
+      by_op[f'{name} ({parts[name]})'] += event['dur'] / 1e3 / steps
+  return {'by_part_ms': dict(by_part.most_common()),
+          'top_ops_ms': dict(by_op.most_common(12))}
 
 
 def _peak_rss_mib() -> float:
@@ -391,7 +490,7 @@ def _run_child(model_name, algorithm, size, mode, batch_size, routing_iters,
          f'--routing_chunk={FLAGS.routing_chunk}',
          f'--microbatch_size={FLAGS.microbatch_size}',
          f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
-         f'--memory_only={FLAGS.memory_only}']
+         f'--memory_only={FLAGS.memory_only}', f'--profile={FLAGS.profile}']
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
 
@@ -465,6 +564,20 @@ def _print_table(rows, header: str):
                  if (key := f'torch_{dtype}_matmul_peak_gflop_per_s') in first]
   if torch_peaks:
     print(f'PyTorch dense matmul peak (GFLOP/s): {", ".join(torch_peaks)}')
+  for row in rows:
+    if 'profile' in row:
+      _print_profile(row)
+
+
+def _print_profile(row):
+  profile = row['profile']
+  print(f'\nprofile: {row["model"]} {row["size"]} {row["mode"]} batch '
+        f'{row["batch"]}, {row["compute_dtype"]}: {row["step_ms"]:.0f} ms a '
+        f'step; XLA op time per step ({sum(profile["by_part_ms"].values()):.0f}'
+        f' ms) by model part, then the longest ops:')
+  for title in ('by_part_ms', 'top_ops_ms'):
+    for name, ms in profile[title].items():
+      print(f'  {ms:8.1f} ms  {name}')
 
 
 def _header(facts: dict, python) -> str:
@@ -548,7 +661,8 @@ def main(argv):
         routing_memory=FLAGS.routing_memory[0],
         routing_chunk=FLAGS.routing_chunk,
         microbatch_size=FLAGS.microbatch_size, steps=FLAGS.steps,
-        warmup=FLAGS.warmup, memory_only=FLAGS.memory_only)))
+        warmup=FLAGS.warmup, memory_only=FLAGS.memory_only,
+        profile=FLAGS.profile)))
     return
   python = None if FLAGS.memory_only else torch_python(FLAGS.torch_python,
                                                        FLAGS.torch)

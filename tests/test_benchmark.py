@@ -161,6 +161,54 @@ def test_measure_memory_only_compiles_without_timing():
   assert 'images_per_s' not in row
 
 
+def test_op_parts_name_the_module_and_the_backward_pass():
+  hlo = '\n'.join([
+      '  %ynn_fusion = f32[8]{0} fusion(%a), metadata={op_name="jit(train_step)'
+      '/jvp(CapsNet)/primary_caps/while/body/dot_general" stack_frame_id=3}',
+      '  ROOT %dot.2 = f32[8]{0} dot(%a, %b), metadata={op_name="jit(train_step)'
+      '/transpose(jvp(CapsNet))/digit_caps/dot_general"}',
+      '  %add.1 = f32[8]{0} add(%a, %b), metadata={op_name="jit(train_step)/add"}',
+      '  %max.3 = f32[8]{0} maximum(%a, %b), metadata={op_name="jit(eval_step)'
+      '/CapsNet/jit(relu)/max"}',
+      '  %sel.5 = f32[8]{0} select(%p, %a, %b), metadata={op_name="jit(train_'
+      'step)/transpose(jvp(CapsNet))/select_n"}',
+      '  %copy.4 = f32[8]{0} copy(%a)',
+      '  %gather_fusion = bf16[8]{0} fusion(%a), kind=kLoop, calls=%fused.9',
+      '}',
+      '',
+      '%fused.9 (param_0: bf16[8]) -> bf16[8] {',
+      '  %param_0 = bf16[8]{0} parameter(0)',
+      '  ROOT %gather.1 = bf16[8]{0} gather(%param_0), metadata={op_name="jit('
+      'train_step)/jvp(CapsNet)/primary_caps/while/body/jit(_take)/gather"}',
+      '}',
+  ])
+  assert benchmark['op_parts'](hlo) == {
+      'ynn_fusion': 'primary_caps', 'dot.2': 'digit_caps (grad)',
+      'add.1': 'rest', 'max.3': 'CapsNet', 'sel.5': 'CapsNet (grad)',
+      'gather_fusion': 'primary_caps', 'gather.1': 'primary_caps'}
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_profile_splits_the_real_step_by_model_part(mode, capsys):
+  config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
+      'get_config']()
+  config.model.conv1_channels = 16
+  config.model.primary_types = 4
+  config.model.decoder_hidden = (16, 16)
+  row = benchmark['measure'](mode, 4, 2, steps=1, warmup=1, config=config,
+                             profile=True)
+  parts = row['profile']['by_part_ms']
+  expected = {'conv1', 'primary_caps', 'digit_caps'}
+  if mode == 'train':
+    expected |= {'primary_caps (grad)', 'digit_caps (grad)', 'rest'}
+  assert expected <= set(parts), parts
+  assert all(ms >= 0 for ms in parts.values())
+  assert 0 < sum(parts.values()) < 10 * row['step_ms']
+  assert len(row['profile']['top_ops_ms']) <= 12
+  benchmark['_print_table']([row], 'header')
+  assert 'XLA op time per step' in capsys.readouterr().out
+
+
 def test_self_attention_flops_do_not_grow_with_iterations():
   dynamic = models.CapsNet(routing_iters=3)
   attention = models.CapsNet(routing='self_attention', routing_iters=3)
