@@ -22,6 +22,7 @@ from capsjax import conv
 from capsjax import ops
 from capsjax import routing
 
+
 class Conv(nn.Module):
   """A VALID stride-1 convolution plus bias, with `nn.Conv`'s parameters.
 
@@ -186,7 +187,8 @@ def predictions(w: jax.Array, u: jax.Array) -> jax.Array:
   capsule, with the small operand transposed instead of the big one:
   `dW_i = (u_i^T @ du_hat_i)^T` (`[K, B] @ [B, JD]`). Left to autodiff, XLA:CPU
   ran `du_hat_i^T @ u_i`, contracting both operands over their leading
-  axis, at ~20 GFLOP/s (15-19 ms a training step at batch 128).
+  axis, at ~20 GFLOP/s (15-19 ms a training step at batch 128). Like
+  `conv.sliced_conv` it then supports reverse-mode differentiation only.
   """
   return _predictions(w, u)
 

@@ -95,7 +95,9 @@ class CapsNet(nn.Module):
     primary_kernel, primary_stride: PrimaryCaps convolution (VALID).
     digit_dim: D, DigitCaps dimension.
     decoder_hidden: widths of the decoder's ReLU layers.
-    conv_impl: PrimaryCaps convolution, 'auto' | 'slices' | 'xla'.
+    conv_impl: Conv1 and PrimaryCaps convolutions, 'auto' | 'slices' |
+      'xla' ('auto': the matmul forms of `layers.Conv` and
+      `layers.PrimaryCaps` on CPU, XLA's convolution on GPU/TPU).
     compute_dtype: PrimaryCaps matmul inputs, 'float32' | 'bfloat16' |
       'auto' (see `layers.PrimaryCaps`, `conv.resolve_compute_dtype`);
       everything else, routing included, is float32.

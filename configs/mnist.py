@@ -87,7 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.primary_stride = 2
   config.model.digit_dim = 16
   config.model.decoder_hidden = (512, 1024)
-  # PrimaryCaps convolution: 'slices' is fast on CPU, 'xla' on GPU/TPU.
+  # Conv1 and PrimaryCaps convolutions: matmul forms ('slices') are fast on
+  # CPU, 'xla' on GPU/TPU; 'auto' picks.
   config.model.conv_impl = 'auto'
   # PrimaryCaps matmul inputs: 'auto' is bfloat16 on CPUs with AVX512-BF16
   # or AMX and on GPU/TPU (products still accumulate in float32), where it is

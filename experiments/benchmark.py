@@ -393,9 +393,9 @@ def _model_part(op_name: str) -> str:
 def profile_steps(compiled, run, steps: int = PROFILED_STEPS) -> dict:
   """Per-step ms of XLA:CPU's ops by model part (`op_parts`), and the top ops.
 
-  From a `jax.profiler` trace of `steps` calls of `run`. Op times add up to
-  less than the step time: the gaps between ops and the thread pool's
-  hand-offs are not ops.
+  From a `jax.profiler` trace of `steps` calls of `run`. The op times need
+  not add up to the step time: independent ops may overlap on XLA's thread
+  pool, and the gaps between ops are no op's.
   """
   import jax  # pylint: disable=g-import-not-at-top
   parts = op_parts(compiled.as_text())
