@@ -509,7 +509,8 @@ def _choice(model_config, name: str, allowed: Sequence[str]) -> None:
 def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   _int_fields(model_config, (
       'routing_iters', 'conv1_channels', 'conv1_kernel', 'primary_types',
-      'primary_dim', 'primary_kernel', 'primary_stride', 'digit_dim'))
+      'primary_dim', 'primary_kernel', 'primary_stride', 'digit_dim',
+      'routing_chunk'))
   if model_config.num_targets not in (1, 2) or isinstance(
       model_config.num_targets, bool):
     raise errors.ConfigError(
@@ -519,7 +520,6 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
   _choice(model_config, 'conv_impl', conv.CONV_IMPLS)
   _choice(model_config, 'compute_dtype', conv.COMPUTE_DTYPES)
   routing_memory = model_config.routing_memory
-  routing_chunk = model_config.routing_chunk
   if routing_memory not in layers.ROUTING_MEMORY:
     raise errors.ConfigError(
         f'config.model.routing_memory must be one of '
@@ -529,11 +529,6 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
     raise errors.ConfigError(
         f"config.model.routing_memory='chunked' needs routing='dynamic', got "
         f"{model_config.routing!r}; set --config.model.routing_memory=full.")
-  if (not isinstance(routing_chunk, int) or isinstance(routing_chunk, bool)
-      or routing_chunk < 1):
-    raise errors.ConfigError(
-        f'config.model.routing_chunk must be an int >= 1, got '
-        f'{routing_chunk!r}; set --config.model.routing_chunk=8.')
   hidden = tuple(model_config.decoder_hidden)
   if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
              for w in hidden):
@@ -556,7 +551,7 @@ def _capsnet(model_config, image_shape, num_classes) -> CapsNet:
       conv_impl=model_config.conv_impl,
       compute_dtype=model_config.compute_dtype,
       routing_memory=routing_memory,
-      routing_chunk=routing_chunk,
+      routing_chunk=model_config.routing_chunk,
       num_targets=model_config.num_targets)
   if image_shape is not None:
     primary_grid(model.input_shape, model.conv1_kernel, model.primary_kernel,

@@ -1,5 +1,4 @@
 """Matrix capsules with EM routing: spread loss, model, smallNORB pipeline."""
-import importlib.util
 import json
 import os
 import types
@@ -18,16 +17,9 @@ from capsjax import losses
 from capsjax import models
 from capsjax import train
 from capsjax import validation
-from conftest import ROOT
 from conftest import load_config
+from conftest import load_script
 
-
-def _visualize_script():
-  spec = importlib.util.spec_from_file_location(
-      'visualize', os.path.join(ROOT, 'experiments', 'visualize.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 # The paper's A=B=C=D=32 network on 32x32x1 images with 5 classes, counted
 # by hand: conv1 5*5*1*32+32 = 832; primary 1x1 (32*512+512) + (32*32+32)
@@ -266,7 +258,7 @@ def test_smallnorb_em_config_trains_on_mock_data_and_draws_figures(tmp_path):
   config = load_config('smallnorb_em', **TINY_EM)
   with tfds.testing.mock_data(num_examples=16):
     state, summary = train.train_and_evaluate(config, str(tmp_path))
-    paths = _visualize_script().visualize(str(tmp_path),
+    paths = load_script('visualize').visualize(str(tmp_path),
                                           str(tmp_path / 'figures'))
   assert sorted(paths) == ['confusion_matrix', 'em_activations',
                            'em_assignments']

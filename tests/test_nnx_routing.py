@@ -1,25 +1,14 @@
 """experiments/nnx_routing.py: capsjax.dynamic_routing inside Flax NNX."""
-import importlib.util
-import os
-
 from flax import nnx
 import jax
 import numpy as np
 
-from conftest import ROOT
+from conftest import load_script
 
 from capsjax import layers
 
 
-def load_example():
-  spec = importlib.util.spec_from_file_location(
-      'nnx_routing', os.path.join(ROOT, 'experiments', 'nnx_routing.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-nnx_routing = load_example()
+nnx_routing = load_script('nnx_routing')
 
 
 def test_capsule_layer_matches_linen_capsules():

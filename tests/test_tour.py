@@ -6,8 +6,10 @@ import pytest
 from conftest import ROOT
 
 # The `dev` extra installs them (with ipykernel, the notebook's kernel).
-nbclient = pytest.importorskip('nbclient')
-nbformat = pytest.importorskip('nbformat')
+nbclient = pytest.importorskip(
+    'nbclient', reason='executing the tour needs nbclient: pip install -e ".[dev]"')
+nbformat = pytest.importorskip(
+    'nbformat', reason='reading the tour needs nbformat: pip install -e ".[dev]"')
 
 NOTEBOOK = os.path.join(ROOT, 'docs', 'tour.ipynb')
 
