@@ -45,14 +45,15 @@ def int_at_least(value, field: str, minimum: int = 1, example=None, *,
 
 
 def number_in(value, field: str, low: float, high: float, example, *,
-              low_open: bool = False, error=errors.ConfigError) -> float:
+              low_open: bool = False, high_open: bool = False,
+              error=errors.ConfigError) -> float:
   """`value` as a float if it is a finite number in `[low, high]`
-  (`(low, high]` with `low_open`)."""
-  ok = is_number(value) and value <= high and (
+  (open at `low` with `low_open`, at `high` with `high_open`)."""
+  ok = is_number(value) and (value < high if high_open else value <= high) and (
       value > low if low_open else value >= low)
   if not ok:
-    _fail(error, field, f'a number in {"(" if low_open else "["}{low}, {high}]',
-          value, example)
+    _fail(error, field, f'a number in {"(" if low_open else "["}{low}, '
+          f'{high}{")" if high_open else "]"}', value, example)
   return float(value)
 
 
@@ -63,11 +64,14 @@ def boolean(value, field: str, *, error=errors.ConfigError) -> bool:
   return value
 
 
-def choice(value, field: str, allowed: Sequence, *,
+def choice(value, field: str, allowed: Sequence, *, why: str = '',
            error=errors.ConfigError):
-  """`value` if it is one of `allowed` (bools never match an int choice)."""
+  """`value` if it is one of `allowed` (bools never match an int choice).
+
+  `allowed` is read at each call, so a registry dict that grows is seen.
+  """
   if isinstance(value, bool) or value not in tuple(allowed):
-    _fail(error, field, f'one of {", ".join(map(str, allowed))}', value,
+    _fail(error, field, f'one of {", ".join(map(str, allowed))}{why}', value,
           tuple(allowed)[0])
   return value
 

@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from capsjax import checks
 from capsjax import conv
+from capsjax import errors
 from capsjax import ops
 from capsjax import routing
 
@@ -100,8 +102,23 @@ class PrimaryCaps(nn.Module):
     return ops.squash(y.reshape(x.shape[0], -1, self.dim))
 
 
-# Capsules.memory, config.model.routing_memory.
+# Capsules.routing_memory, config.model.routing_memory.
 ROUTING_MEMORY = ('full', 'chunked')
+
+
+def check_routing_memory(routing_memory: str, routing_name: str) -> None:
+  """Checks `Capsules.routing_memory` against its routing.
+
+  Raises:
+    errors.ConfigError: routing_memory is not in ROUTING_MEMORY, or is
+      'chunked' (`routing.dynamic_routing_chunked`) with a routing other than
+      'dynamic'.
+  """
+  checks.choice(routing_memory, 'model.routing_memory', ROUTING_MEMORY)
+  if routing_memory == 'chunked' and routing_name != 'dynamic':
+    raise errors.ConfigError(
+        f"config.model.routing_memory='chunked' needs routing='dynamic', got "
+        f"{routing_name!r}; set --config.model.routing_memory=full.")
 
 
 class Capsules(nn.Module):
@@ -120,7 +137,8 @@ class Capsules(nn.Module):
     dim: output capsule dimension.
     routing_iters: routing iterations r (>= 1).
     routing: a name in `routing.ROUTINGS`.
-    memory: how u_hat and the routing are held in memory (ROUTING_MEMORY):
+    routing_memory: how u_hat and the routing are held in memory
+      (ROUTING_MEMORY):
       'full' builds u_hat `[num_in, B, num_capsules, dim]` whole, and
       training keeps it and its gradient (fastest); 'chunked' never builds
       it whole (`routing.dynamic_routing_chunked`, dynamic routing only), so
@@ -128,15 +146,15 @@ class Capsules(nn.Module):
       full routing with `jax.checkpoint` alone saves nothing: the peak is in
       the backward pass, where the recomputed u_hat and its gradient are live
       together; 5275 MiB of scratch either way for CIFAR-100 at batch 128.)
-    chunk_size: input capsules per chunk for memory='chunked'.
+    routing_chunk: input capsules per chunk for routing_memory='chunked'.
     kernel_init: initialiser of W, `[num_in, num_capsules, dim, dim_in]`.
   """
   num_capsules: int
   dim: int
   routing_iters: int
   routing: str = 'dynamic'
-  memory: str = 'full'
-  chunk_size: int = 8
+  routing_memory: str = 'full'
+  routing_chunk: int = 8
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.01)
 
   @nn.compact
@@ -154,17 +172,10 @@ class Capsules(nn.Module):
         name: self.param(name, init, shape)
         for name, (shape, init) in routing.routing_params(
             self.routing, num_in, self.num_capsules, self.dim).items()}
-    if self.memory not in ROUTING_MEMORY:
-      raise ValueError(
-          f'memory must be one of {ROUTING_MEMORY}, got {self.memory!r}; use '
-          f'--config.model.routing_memory=full.')
-    if self.memory == 'chunked':
-      if self.routing != 'dynamic':
-        raise ValueError(
-            f"memory='chunked' exists for routing='dynamic' only, got "
-            f"{self.routing!r}; use --config.model.routing_memory=full.")
+    check_routing_memory(self.routing_memory, self.routing)
+    if self.routing_memory == 'chunked':
       return routing.dynamic_routing_chunked(
-          w, u, self.routing_iters, chunk_size=self.chunk_size,
+          w, u, self.routing_iters, chunk_size=self.routing_chunk,
           return_couplings=return_couplings)
     route = functools.partial(routing.get_routing(self.routing),
                               num_iters=self.routing_iters,

@@ -15,25 +15,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from capsjax import checks
 from capsjax import ops
 
 
 def _check_num_iters(num_iters) -> int:
-  # `bool` is an `int` subclass, but `True` iterations is a bug, not a 1.
-  # A tracer (num_iters not static under jit) fails operator.index with a
-  # TypeError subclass, as do floats and strings.
-  index = None
-  if not isinstance(num_iters, bool):
-    try:
-      index = operator.index(num_iters)
-    except TypeError:
-      pass
-  if index is None or index < 1:
+  # A tracer (num_iters not static under jit) is not an int to checks.is_int.
+  if not checks.is_int(num_iters) or num_iters < 1:
     raise ValueError(
         f'num_iters must be a Python int >= 1 known at trace time, got '
         f'{num_iters!r} ({type(num_iters).__name__}); under jax.jit pass it as '
         f'a static argument (static_argnames="num_iters").')
-  return index
+  return operator.index(num_iters)
 
 
 def _check_u_hat(u_hat, name: str) -> jax.Array:

@@ -9,20 +9,11 @@ to change.
 """
 import math
 
+from capsjax import checks
 from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import models
-
-
-def _is_int(value) -> bool:
-  # `bool` is an `int` subclass, but `True` as a batch size is a bug.
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
 
 
 def _get(config, dotted: str):
@@ -33,30 +24,17 @@ def _get(config, dotted: str):
 
 def _int_at_least(config, name: str, minimum: int, example: int,
                   why: str = '') -> None:
-  value = _get(config, name)
-  if not _is_int(value) or value < minimum:
-    raise errors.ConfigError(
-        f'config.{name} must be an int >= {minimum}{why}, got {value!r}; set '
-        f'--config.{name}={example}.')
+  checks.int_at_least(_get(config, name), name, minimum, example, why=why)
 
 
 def _number(config, name: str, low: float, high: float, example,
             low_open: bool = False) -> None:
-  value = _get(config, name)
-  ok = _is_number(value) and value <= high and (
-      value > low if low_open else value >= low)
-  if not ok:
-    bracket = '(' if low_open else '['
-    raise errors.ConfigError(
-        f'config.{name} must be a number in {bracket}{low}, {high}], got '
-        f'{value!r}; set --config.{name}={example}.')
+  checks.number_in(_get(config, name), name, low, high, example,
+                   low_open=low_open)
 
 
 def _bool(config, name: str) -> None:
-  value = _get(config, name)
-  if not isinstance(value, bool):
-    raise errors.ConfigError(f'config.{name} must be True or False, got '
-                             f'{value!r}; set --config.{name}=False.')
+  checks.boolean(_get(config, name), name)
 
 
 def _check_composition(config) -> None:
@@ -79,7 +57,9 @@ def _check_composition(config) -> None:
         f'digits are already placed at random); set '
         f'--config.dataset.max_shift=0.')
   targets = 2 if dataset.multimnist else 1
-  if config.model.name == 'capsnet' and config.model.num_targets != targets:
+  # Only models that reconstruct one digit per target declare num_targets.
+  if ('num_targets' in models.spec(config.model).fields
+      and config.model.num_targets != targets):
     raise errors.ConfigError(
         f'config.model.num_targets must be {targets} with '
         f'dataset.multimnist={dataset.multimnist}; set '
@@ -104,7 +84,7 @@ def check_config(config) -> None:
   _number(config, 'learning_rate', 0.0, math.inf, 0.001, low_open=True)
   _number(config, 'lr_decay_rate', 0.0, 1.0, 0.96, low_open=True)
   micro = config.microbatch_size
-  if not _is_int(micro) or micro < 0 or (micro and config.batch_size % micro):
+  if not checks.is_int(micro) or micro < 0 or (micro and config.batch_size % micro):
     raise errors.ConfigError(
         f'config.microbatch_size must be 0 (off) or an int that divides '
         f'batch_size {config.batch_size}, got {micro!r}; set '
@@ -118,19 +98,15 @@ def check_config(config) -> None:
                                                'lambda_': 0.5}[name])
   _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
   _check_preprocess_and_spread(config)
-  models.create_model(config.model, None, 2)
+  models.check(config.model)
 
 
 def _check_preprocess_and_spread(config) -> None:
-  dataset = config.dataset
   _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
   _int_at_least(config, 'dataset.read_size', 0, 48, ' (0 = keep the size)')
   _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
   _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
-  if not isinstance(dataset.standardize, bool):
-    raise errors.ConfigError(
-        f'config.dataset.standardize must be True or False, got '
-        f'{dataset.standardize!r}; set --config.dataset.standardize=False.')
+  _bool(config, 'dataset.standardize')
   # The spread loss's fields exist only in configs of models trained with it.
   if 'spread_margin_steps' in config.loss:
     _int_at_least(config, 'loss.spread_margin_steps', 1, 10000)
@@ -166,14 +142,8 @@ def check_data(config, dataset):
         f'crop_size {crop_size} is larger than the {height}x{width} images; '
         f'set --config.dataset.crop_size to at most {min(height, width)} '
         f'(0 = no crop).')
-  try:
-    # The model sees the images the input pipeline makes (cropped).
-    return models.create_model(
-        config.model,
-        input_pipeline.output_image_shape(dataset.image_shape, crop_size),
-        dataset.num_classes)
-  except errors.InputShapeError as e:
-    # The model's message has the arithmetic; name the flags that fix it.
-    raise errors.InputShapeError(
-        f'{str(e).rstrip(".")} (--config.model.conv1_kernel, '
-        f'--config.model.primary_kernel).') from None
+  # The model sees the images the input pipeline makes (cropped).
+  return models.create_model(
+      config.model,
+      input_pipeline.output_image_shape(dataset.image_shape, crop_size),
+      dataset.num_classes)

@@ -20,8 +20,8 @@ its own) and times the real `train.train_step` / `train.eval_step` on random
 images: warm-up steps, then the median of `--steps` timed steps.
 
 `--model` names entries of `capsjax.models.MODELS` (config.model.name), each
-timed with its config (`MODEL_CONFIGS`: capsnet is `configs/mnist.py`,
-efficient_capsnet `configs/efficient_capsnet.py`); `--routing` names routing
+timed with the shipped config its entry names (capsnet: `configs/mnist.py`,
+efficient_capsnet: `configs/efficient_capsnet.py`); `--routing` names routing
 algorithms of `capsjax.routing.ROUTINGS` (config.model.routing; default: the
 config's); `--routing_iters` is their iterations.
 
@@ -89,7 +89,7 @@ TORCH_DTYPES = ('float32', 'bfloat16')
 flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
 flags.DEFINE_list('model', ['capsnet'], 'Models (config.model.name): '
-                  'capsnet, efficient_capsnet.')
+                  'names in capsjax.models.MODELS.')
 flags.DEFINE_list('routing', [], 'Routing algorithms, names in '
                   "capsjax.routing.ROUTINGS (default: the model config's).")
 flags.DEFINE_list('size', ['mnist'], f'Input sizes: {", ".join(SIZES)}.')
@@ -127,19 +127,18 @@ flags.DEFINE_bool('profile', False, 'Also trace three steps with '
 flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                        'configs')
-# --model -> the config whose model and loss it times.
-MODEL_CONFIGS = {'capsnet': 'mnist.py',
-                 'efficient_capsnet': 'efficient_capsnet.py'}
-# CapsNet fields the flags set; other models have none of them.
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+# CapsNet fields the flags set, for the models that declare them.
 _CAPSNET_FIELDS = ('compute_dtype', 'routing_memory', 'routing_chunk')
 
 
 def load_config(model_name: str):
-  """The config of `--model` `model_name` (a key of MODEL_CONFIGS)."""
-  return runpy.run_path(os.path.join(_CONFIGS, MODEL_CONFIGS[model_name]))[
-      'get_config']()
+  """The shipped config of `--model` `model_name` (its `models.MODELS` entry
+  names it), whose model and loss the benchmark times."""
+  # After cpu_runtime.configure(), as every capsjax import here.
+  from capsjax import models  # pylint: disable=g-import-not-at-top
+  return runpy.run_path(os.path.join(
+      _ROOT, models.MODELS[model_name].config))['get_config']()
 
 
 def cpu_facts() -> dict:
@@ -242,10 +241,10 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
             config=None) -> dict:
   """Compiles and times one configuration in this process; a result row.
 
-  `config` defaults to `model_name`'s (MODEL_CONFIGS); `routing` (a name in
+  `config` defaults to `model_name`'s (`load_config`); `routing` (a name in
   `capsjax.routing.ROUTINGS`) replaces its `model.routing` if given; `size`
   is a key of SIZES. The CapsNet fields (compute_dtype, routing_memory,
-  routing_chunk) apply only to models whose config has them.
+  routing_chunk) apply only to models that declare them.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -259,7 +258,8 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   config.model.routing_iters = routing_iters
   if routing is not None:
     config.model.routing = routing
-  capsnet_fields = all(f in config.model for f in _CAPSNET_FIELDS)
+  declared = models.spec(config.model).fields
+  capsnet_fields = all(f in declared for f in _CAPSNET_FIELDS)
   if capsnet_fields:
     config.model.compute_dtype = compute_dtype
     config.model.routing_memory = routing_memory
@@ -634,18 +634,19 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   batches = _parse_ints(FLAGS.batch, 'batch')
   routings = _parse_ints(FLAGS.routing_iters, 'routing_iters')
-  for name, allowed in (('model', MODEL_CONFIGS), ('size', SIZES),
+  if FLAGS.repeats < 1:
+    sys.exit('error: --repeats must be >= 1.')
+  cpu_runtime.configure()  # As the training CLI does; before JAX runs.
+  # After configure(): importing capsjax.routing starts JAX.
+  from capsjax import models  # pylint: disable=g-import-not-at-top
+  from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
+  for name, allowed in (('model', models.MODELS), ('size', SIZES),
                         ('routing_memory', ('full', 'chunked')),
                         ('torch_dtypes', TORCH_DTYPES)):
     unknown = set(FLAGS[name].value) - set(allowed)
     if unknown or not FLAGS[name].value:
       sys.exit(f'error: --{name} has {", ".join(sorted(unknown)) or "none"}; '
                f'choose from {", ".join(allowed)}.')
-  if FLAGS.repeats < 1:
-    sys.exit('error: --repeats must be >= 1.')
-  cpu_runtime.configure()  # As the training CLI does; before JAX runs.
-  # After configure(): importing capsjax.routing starts JAX.
-  from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
   algorithms = [a for a in FLAGS.routing if a]
   unknown = sorted(set(algorithms) - set(routing_lib.ROUTINGS))
   if unknown:

@@ -59,6 +59,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 from ml_collections import config_flags
 
+from capsjax import checks
 from capsjax import cli
 from capsjax import errors
 from capsjax import train
@@ -145,8 +146,7 @@ def parse_recon(text: str) -> list[bool]:
 
 
 def check_seeds(num_seeds) -> int:
-  if (isinstance(num_seeds, bool) or not isinstance(num_seeds, int)
-      or num_seeds < 1):
+  if not checks.is_int(num_seeds) or num_seeds < 1:
     raise errors.ConfigError(f'--seeds must be an int >= 1, got {num_seeds!r};'
                             f' e.g. --seeds=3.')
   return num_seeds

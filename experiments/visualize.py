@@ -97,17 +97,6 @@ def forward(run: trained.TrainedRun, images: np.ndarray, *,
   return jax.device_get(apply(run.variables, jnp.asarray(images)))
 
 
-def primary_grid_of(model) -> tuple[int, int]:
-  """The (H', W') grid of the model's primary capsules (1x1 if unknown)."""
-  if isinstance(model, models.CapsNet):
-    return models.primary_grid(model.input_shape, model.conv1_kernel,
-                               model.primary_kernel, model.primary_stride)
-  if isinstance(model, models.EfficientCapsNet):
-    return models.efficient_grid(model.input_shape, model.conv_kernels,
-                                 model.conv_strides, model.primary_kernel)
-  return (1, 1)
-
-
 def decode(run: trained.TrainedRun, capsules: np.ndarray,
            select: np.ndarray) -> np.ndarray:
   """The trained decoder: `capsules [B, K, D]`, `select [B]` -> `[B, H, W, C]`.
@@ -447,19 +436,20 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
       `out` cannot be written.
   """
   run = trained.load(workdir)
-  if not isinstance(run.model, (models.CapsNet, models.EfficientCapsNet,
-                                models.MatrixCapsNetEM)):
+  figures = models.spec(run.config.model).figures
+  if figures is None:
+    drawn = [name for name, entry in models.MODELS.items() if entry.figures]
     raise errors.ConfigError(
         f'{run.workdir} trained model {run.config.model.name!r}; these '
-        f'figures are of capsule networks, pass the workdir of a capsnet, '
-        f'efficient_capsnet or matrix_capsnet_em run.')
+        f'figures are of capsule networks, pass the workdir of a '
+        f'{", ".join(drawn[:-1])} or {drawn[-1]} run.')
   out = os.path.abspath(out or os.path.join(run.workdir, 'figures'))
   try:
     os.makedirs(out, exist_ok=True)
   except OSError as e:
     raise errors.ConfigError(f'cannot create {out} ({e.strerror}); pass a '
                             f'writable --out.') from None
-  if isinstance(run.model, models.MatrixCapsNetEM):
+  if figures == 'em':
     return visualize_em(run, out)
   if getattr(run.model, 'num_targets', 1) == 2:
     return visualize_multimnist(run, out)
@@ -494,7 +484,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   num_iters = outputs.couplings.shape[1]
   plot_couplings(
       images[0], outputs.couplings[0], int(predicted[0]),
-      primary_grid_of(run.model),
+      run.model.capsule_grid(),
       f'{run.model.routing} routing: couplings of test example {chosen[0]} to '
       f'its winning class ({num_iters} iteration(s))', paths['couplings'])
 
@@ -552,8 +542,7 @@ def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
                                                     **preprocess),
                     reconstruct=False, return_couplings=True)
   predicted = np.argmax(outputs.scores, -1)
-  grid = models.matrix_grids(run.model.input_shape, run.model.conv1_kernel,
-                             run.model.conv1_stride, run.model.caps_kernel)[-1]
+  grid = run.model.capsule_grid()
   plot_couplings(
       shown_images[0], outputs.couplings[0], int(predicted[0]), grid,
       f'EM routing: assignments R of test example {chosen[0]} to its winning '

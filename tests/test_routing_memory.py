@@ -70,12 +70,12 @@ def test_capsules_layer_memory_modes_agree():
   _, u = operands()
   full = layers.Capsules(5, 4, routing_iters=3)
   variables = full.init(jax.random.key(0), u)
-  chunked = layers.Capsules(5, 4, routing_iters=3, memory='chunked',
-                            chunk_size=10)
+  chunked = layers.Capsules(5, 4, routing_iters=3, routing_memory='chunked',
+                            routing_chunk=10)
   np.testing.assert_allclose(chunked.apply(variables, u),
                              full.apply(variables, u), rtol=1e-12, atol=1e-14)
   with pytest.raises(ValueError, match='routing_memory'):
-    layers.Capsules(5, 4, 3, memory='low').apply(variables, u)
+    layers.Capsules(5, 4, 3, routing_memory='low').apply(variables, u)
 
 
 def test_capsnet_training_gradients_agree():
