@@ -1,4 +1,4 @@
-"""Tests for capsjax.models.CapsNet (small widths, the paper's geometry)."""
+"""Tests for capsjax.models.capsnet (small widths, the paper's geometry)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,16 +6,14 @@ import pytest
 
 from capsjax import errors
 from capsjax import layers
-from capsjax import losses
-from capsjax import models
-from conftest import small_config
+from capsjax.models import capsnet
 
 SMALL = dict(conv1_channels=8, primary_types=2, primary_dim=4, digit_dim=6,
              decoder_hidden=(16, 32))
 
 
 def _model(**kwargs):
-  return models.CapsNet(**{**SMALL, **kwargs})
+  return capsnet.CapsNet(**{**SMALL, **kwargs})
 
 
 def _init(model, batch=2):
@@ -44,7 +42,7 @@ def test_output_shapes(input_shape, grid):
 
 
 def test_paper_model_parameter_count():
-  model = models.CapsNet()
+  model = capsnet.CapsNet()
   params = jax.eval_shape(model.init, jax.random.key(0),
                           jnp.zeros((1, 28, 28, 1)))
   sizes = {k: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))
@@ -83,6 +81,9 @@ def test_input_too_small_shows_the_arithmetic():
   assert '\n' not in message
   assert '16-9+1=8' in message and '(8-9)//2+1=0' in message
   assert 'at least 17x17' in message
+  # The message names the config fields that fix it.
+  assert '--config.model.conv1_kernel' in message
+  assert '--config.model.primary_kernel' in message
 
 
 def test_images_of_the_wrong_shape():
@@ -110,25 +111,36 @@ def test_jit_and_grad():
   assert all(np.isfinite(n) and n > 0 for n in jax.tree.leaves(norms)), norms
 
 
-def test_create_model_builds_the_named_model_from_the_config():
-  config = small_config('quickstart', **{'model.routing_iters': 2})
-  model = models.create_model(config.model, (28, 28, 1), 7)
-  assert isinstance(model, models.CapsNet)
-  assert (model.input_shape, model.num_classes) == ((28, 28, 1), 7)
-  assert (model.routing_iters, model.conv1_channels, model.digit_dim) == (
-      2, 8, 6)
-  assert models.spec(config.model).objective is losses.margin_objective
-
-
-def test_unknown_model_name_lists_the_registry():
-  config = small_config('quickstart', **{'model.name': 'resnet'})
-  with pytest.raises(errors.ConfigError) as e:
-    models.create_model(config.model, (28, 28, 1), 10)
-  assert "unknown model 'resnet'" in str(e.value)
-  assert '--config.model.name to one of capsnet' in str(e.value)
-
-
 def test_scores_are_the_capsule_lengths():
   lengths = jnp.arange(6.0).reshape(2, 3)
-  out = models.CapsNetOutput(jnp.zeros((2, 3, 4)), lengths, None, None)
+  out = capsnet.CapsNetOutput(jnp.zeros((2, 3, 4)), lengths, None, None)
   assert out.scores is lengths
+
+
+def test_capsule_grid_is_the_primary_grid():
+  assert _model(input_shape=(32, 32, 3)).capsule_grid() == (8, 8)
+  assert capsnet.primary_grid((36, 28, 1), 9, 9, 2) == (10, 6)
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('num_targets', 3, r'num_targets must be one of 1, 2 \(digits per image'),
+    ('num_targets', True, 'num_targets'),
+    ('decoder_hidden', (16, 0), 'decoder_hidden must be a tuple of ints'),
+    ('primary_stride', 0, 'primary_stride must be an int >= 1'),
+])
+def test_declared_field_checks(field, value, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    capsnet.FIELDS[field](value, f'model.{field}')
+
+
+def test_chunked_memory_needs_dynamic_routing_once():
+  fields = {'routing_memory': 'chunked', 'routing': 'self_attention'}
+  with pytest.raises(errors.ConfigError, match="needs routing='dynamic'"):
+    capsnet.check_fields(fields)
+  capsnet.check_fields({**fields, 'routing': 'dynamic'})
+  # The layer applies the same rule to library callers.
+  u = jnp.zeros((2, 6, 4))
+  layer = layers.Capsules(3, 4, 2, routing='self_attention',
+                          routing_memory='chunked')
+  with pytest.raises(errors.ConfigError, match="needs routing='dynamic'"):
+    layer.init(jax.random.key(0), u)

@@ -173,3 +173,13 @@ def test_cli_refuses_with_one_line_and_leaves_the_workdir(finished_run, field,
   assert len(error_lines) == 1, result.stderr[-3000:]
   assert f'--config.{field}' in error_lines[0], error_lines[0]
   assert snapshot(workdir) == before
+
+
+def test_num_targets_is_checked_for_the_models_that_declare_it():
+  config = load_config('multimnist', **{'model.num_targets': 1})
+  with pytest.raises(errors.ConfigError, match='num_targets=2'):
+    validation.check_config(config)
+  # The baseline CNN has no per-digit decoder: num_targets is not its field.
+  config = load_config('multimnist', **{'model.num_targets': 1,
+                                        'model.name': 'baseline_cnn'})
+  validation.check_config(config)
