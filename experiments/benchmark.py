@@ -296,7 +296,8 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
                   else None) or jnp.float32
   row = {
       'framework': 'capsjax', 'model': config.model.name,
-      'routing': config.model.routing, 'size': size, 'mode': mode,
+      'routing': config.model.routing if 'routing' in declared else '-',
+      'size': size, 'mode': mode,
       'batch': batch_size, 'routing_iters': routing_iters,
       'compute_dtype': compute_dtype if capsnet_fields else '-',
       'matmul_dtype': jnp.dtype(matmul_dtype).name,

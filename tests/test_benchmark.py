@@ -218,6 +218,11 @@ def test_self_attention_flops_do_not_grow_with_iterations():
   assert flops(attention) == flops(once)
 
 
+@pytest.mark.parametrize('name', list(models.MODELS))
+def test_each_model_is_timed_with_the_config_its_entry_names(name):
+  assert benchmark['load_config'](name).model.name == name
+
+
 def _tiny_efficient_capsnet():
   config = benchmark['load_config']('efficient_capsnet')
   config.model.conv_channels = (4, 4, 4, 8)
