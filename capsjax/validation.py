@@ -84,7 +84,8 @@ def check_config(config) -> None:
   _number(config, 'learning_rate', 0.0, math.inf, 0.001, low_open=True)
   _number(config, 'lr_decay_rate', 0.0, 1.0, 0.96, low_open=True)
   micro = config.microbatch_size
-  if not checks.is_int(micro) or micro < 0 or (micro and config.batch_size % micro):
+  if (not checks.is_int(micro) or micro < 0
+      or (micro and config.batch_size % micro)):
     raise errors.ConfigError(
         f'config.microbatch_size must be 0 (off) or an int that divides '
         f'batch_size {config.batch_size}, got {micro!r}; set '

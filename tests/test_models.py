@@ -84,7 +84,8 @@ def test_check_returns_the_checked_values():
       'decoder_hidden': [16, 32], 'routing_iters': np.int64(2)})
   fields = models.check(model_config)
   assert fields['decoder_hidden'] == (16, 32)
-  assert type(fields['routing_iters']) is int  # pylint: disable=unidiomatic-typecheck
+  assert isinstance(fields['routing_iters'], int)
+  assert not isinstance(fields['routing_iters'], np.integer)
 
 
 def test_a_missing_field_is_a_one_line_error():
