@@ -4,13 +4,12 @@ import csv
 import importlib.util
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 import scipy.io
 
 from conftest import dataset_config
-from conftest import load_config
+from conftest import ink_box
 from conftest import small_config
 from capsjax import errors
 from capsjax import train
@@ -43,7 +42,7 @@ def test_identity_transform_gives_the_original(digits):
       augment.pad(images, 6))
   # A whole-pixel translation is a shift.
   moved = affine.warp(images, identity, np.tile([[3.0, -2.0]], (20, 1)), 40)
-  np.testing.assert_array_equal(moved, batching.shift_images(
+  np.testing.assert_array_equal(moved, augment.shift(
       augment.pad(images, 6), np.tile([[-2, 3]], (20, 1))))
 
 
@@ -74,7 +73,7 @@ def test_generated_set_within_affnist_ranges(digits):
           + out[:, :, -1].sum())
   assert edge < 0.001 * out.sum()
   # Translations vary: ink boxes start at many places.
-  assert len({_ink_box(im)[:3:2] for im in out}) > 50
+  assert len({ink_box(im)[:3:2] for im in out}) > 50
   again, _ = affine.generate(images, seed=0)
   np.testing.assert_array_equal(out, again)
   assert not np.array_equal(out, affine.generate(images, seed=1)[0])

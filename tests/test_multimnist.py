@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import dataset_config
+from conftest import ink_box
 from conftest import load_config
 from conftest import small_config
 from capsjax import errors
@@ -137,12 +138,6 @@ def test_test_set_is_fixed_and_sized(digits):
                                 first.test.labels[32:])
 
 
-def _ink_box(image):
-  rows = np.flatnonzero(image.any(axis=(1, 2)))
-  cols = np.flatnonzero(image.any(axis=(0, 2)))
-  return rows[0], rows[-1], cols[0], cols[-1]
-
-
 # ------------------------------------------------------------------ canvas --
 
 
@@ -173,7 +168,7 @@ def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
   a = batching.train_batch(data.train, 3, **kwargs)
   np.testing.assert_array_equal(
       a['image'], batching.train_batch(data.train, 3, **kwargs)['image'])
-  corners = np.array([_ink_box(im) for im in a['image']])
+  corners = np.array([ink_box(im) for im in a['image']])
   # Ink is never cut at the border: as much ink as the padded digit.
   assert a['image'].shape == (64, 40, 40, 1)
   assert corners[:, 0].min() <= 3 and corners[:, 1].max() >= 36
