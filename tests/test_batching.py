@@ -239,3 +239,42 @@ def test_random_flip_must_be_a_bool():
   config = ml_collections.ConfigDict(values)
   with pytest.raises(errors.ConfigError, match='random_flip=False'):
     validation.check_config(config)
+
+
+def test_preprocessing_from_config_reads_each_field_once_checked():
+  config = conftest.dataset_config(max_shift=1, crop_size=3, standardize=True,
+                                   brightness_delta=0.25, random_flip=True)
+  preprocessing = Preprocessing.from_config(config)
+  assert preprocessing == Preprocessing(
+      max_shift=1, random_flip=True, crop_size=3, brightness_delta=0.25,
+      standardize=True)
+  assert preprocessing.output_shape((5, 6, 2)) == (3, 3, 2)
+  for field, value in (('max_shift', -1), ('crop_size', 1.5),
+                       ('contrast_delta', 1.0), ('standardize', 1)):
+    with pytest.raises(errors.ConfigError) as excinfo:
+      Preprocessing.from_config(conftest.dataset_config(**{field: value}))
+    assert_one_line_data_error(excinfo, f'--config.dataset.{field}=')
+  with pytest.raises(DataError, match='max_shift'):
+    Preprocessing(max_shift=-1)
+
+
+def test_preprocessing_follows_a_composed_dataset(digits):
+  canvas = sources.load(conftest.dataset_config(
+      source='embedded', name='mnist_5k', holdout_per_class=1,
+      canvas_size=32, max_shift=0))
+  preprocessing = Preprocessing.from_config(
+      conftest.dataset_config(max_shift=0), canvas)
+  assert preprocessing.max_shift == 2 and not preprocessing.pairs
+  with pytest.raises(errors.ConfigError) as excinfo:
+    Preprocessing.from_config(conftest.dataset_config(crop_size=29), digits)
+  assert_one_line_data_error(excinfo, '--config.dataset.crop_size to at '
+                             'most 28')
+
+
+def test_eval_batches_ignore_the_training_shift():
+  split = labelled_split(6)
+  # A shift as large as the images would be refused in training.
+  shifted = Preprocessing(max_shift=4, random_flip=True)
+  batch = next(batching.eval_batches(split, 6, preprocessing=shifted))
+  np.testing.assert_array_equal(batch['image'], next(
+      batching.eval_batches(split, 6))['image'])
