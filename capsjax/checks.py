@@ -3,8 +3,9 @@
 Each check takes the value and its dotted field name (`'model.routing_iters'`)
 and raises `errors.ConfigError` (or the `error` class given) with one line
 naming `config.FIELD`, what it must be, what it was, and a `--config.FIELD=...`
-that works. Library code that is not driven by a config passes its own name
-(`'batch_size'`) and `error=errors.DataError`.
+that works. Library code that is not driven by a config passes its own
+argument's name (`'batch_size'`, no dot) and `error=errors.DataError`; its
+message then names the argument instead of a flag.
 """
 import math
 import operator
@@ -31,8 +32,37 @@ def is_number(value) -> bool:
 
 
 def _fail(error, field: str, must: str, value, fix) -> None:
-  raise error(f'config.{field} must be {must}, got {value!r}; set '
-              f'--config.{field}={fix}.')
+  if issubclass(error, errors.ConfigError) or '.' in field:
+    raise error(f'config.{field} must be {must}, got {value!r}; set '
+                f'--config.{field}={fix}.')
+  # A library argument, not a config field: no flag sets it.
+  raise error(f'{field} must be {must}, got {value!r}; pass {field}={fix}.')
+
+
+def field(config, name: str, section: str = 'dataset', *,
+          error=errors.DataError):
+  """`config.NAME` of the `config.SECTION` block `config`.
+
+  Raises:
+    error: the block has no such field (a config written by hand, or one
+      older than the field).
+  """
+  try:
+    return getattr(config, name)
+  except AttributeError:
+    raise error(
+        f'the {section} config has no field {name!r}; add '
+        f'config.{section}.{name} (see configs/mnist.py for all fields).'
+    ) from None
+
+
+def string(value, field_name: str, example: str = "''", *,
+           allow_empty: bool = True, error=errors.ConfigError) -> str:
+  """`value` if it is a string (and not empty unless `allow_empty`)."""
+  if not isinstance(value, str) or not (value or allow_empty):
+    _fail(error, field_name, 'a non-empty string' if not allow_empty
+          else 'a string', value, example)
+  return value
 
 
 def int_at_least(value, field: str, minimum: int = 1, example=None, *,
@@ -48,12 +78,13 @@ def number_in(value, field: str, low: float, high: float, example, *,
               low_open: bool = False, high_open: bool = False,
               error=errors.ConfigError) -> float:
   """`value` as a float if it is a finite number in `[low, high]`
-  (open at `low` with `low_open`, at `high` with `high_open`)."""
-  ok = is_number(value) and (value < high if high_open else value <= high) and (
-      value > low if low_open else value >= low)
+  (`(low, ...` with `low_open`, `..., high)` with `high_open`)."""
+  ok = (is_number(value)
+        and (value < high if high_open else value <= high)
+        and (value > low if low_open else value >= low))
   if not ok:
-    _fail(error, field, f'a number in {"(" if low_open else "["}{low}, '
-          f'{high}{")" if high_open else "]"}', value, example)
+    _fail(error, field, f'a number in {"(" if low_open else "["}{low}, {high}'
+          f'{")" if high_open else "]"}', value, example)
   return float(value)
 
 

@@ -7,6 +7,13 @@ and keeps its traceback.
 """
 
 
+def first_line(text) -> str:
+  """The first line of `text` (e.g. another library's error), for quoting it
+  in a one-line message; '' if it is empty."""
+  text = str(text).strip()
+  return text.splitlines()[0] if text else ''
+
+
 class UserError(Exception):
   """A mistake the user can fix: a config value, data, a workdir, a shape."""
 

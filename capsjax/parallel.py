@@ -4,7 +4,7 @@ A 1-D mesh over `jax.devices()` with one axis, 'data', of type `Auto`: batches
 are sharded along their first axis (`jax.P('data')`), the TrainState is
 replicated (`jax.P()`), and XLA, free to choose every intermediate sharding,
 inserts the gradient all-reduce. Each host builds only its own rows of every
-global batch (see `input_pipeline.train_batch`); `global_batch` joins them
+global batch (see `data.batching.train_batch`); `global_batch` joins them
 into one `jax.Array`. On one device all of this is a no-op.
 
 The shardings are `jax.NamedSharding`s, which carry their mesh, so no
@@ -52,7 +52,7 @@ def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:
 
   Devices are ordered by host, so host `p` of `P` holds the contiguous rows
   `[p * B / P, (p + 1) * B / P)` of a global batch of `B`, which is what
-  `input_pipeline.train_batch(..., process_index=p, process_count=P)` builds.
+  `data.train_batch(..., process_index=p, process_count=P)` builds.
   """
   devices = jax.devices() if devices is None else devices
   devices = sorted(devices, key=lambda d: (d.process_index, d.id))

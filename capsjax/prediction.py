@@ -3,7 +3,7 @@
     result = prediction.predict('/tmp/capsnet_quickstart', ['digit.png'])
     print(prediction.format_text(result))
 
-Images are read with `datasets.read_image`, the function the folder source
+Images are read with `data.read_image`, the function the folder source
 reads its training images with, so a new image is resized, padded and
 converted exactly as the training images were: a folder run uses its
 `dataset.image_size`, `dataset.resize` and channel count; any other run
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
 from capsjax import trained
 from capsjax import workdir as workdir_lib
@@ -47,7 +47,7 @@ def image_paths(args: Sequence[str]) -> list[str]:
       found = []
       for root, dirs, _ in os.walk(arg):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        found.extend(datasets.image_files(root))
+        found.extend(data.image_files(root))
       if not found:
         raise errors.DataError(
             f'{arg} holds no PNG or JPEG images; pass image files or a '
@@ -61,7 +61,7 @@ def image_paths(args: Sequence[str]) -> list[str]:
   return paths
 
 
-def image_options(run: trained.TrainedRun) -> datasets.ImageOptions:
+def image_options(run: trained.TrainedRun) -> data.ImageOptions:
   """How to read a new image for `run`'s model, as its training images were.
 
   Raises:
@@ -75,16 +75,16 @@ def image_options(run: trained.TrainedRun) -> datasets.ImageOptions:
         f'model.apply (see capsjax.trained).')
   resize = 'stretch'
   if run.config.dataset.source == 'folder':
-    resize = datasets.image_options(run.config.dataset).resize
-  return datasets.ImageOptions(size=(height, width), channels=channels,
-                               resize=resize)
+    resize = data.image_options(run.config.dataset).resize
+  return data.ImageOptions(size=(height, width), channels=channels,
+                           resize=resize)
 
 
 def read_images(paths: Sequence[str],
-                options: datasets.ImageOptions) -> np.ndarray:
+                options: data.ImageOptions) -> np.ndarray:
   """`[N, H, W, C] float32` in [0, 1], as the input pipeline feeds them."""
-  images = np.stack([datasets.read_image(p, options) for p in paths])
-  return images.astype(np.float32) / np.float32(255)
+  return data.to_float(np.stack([data.read_image(p, options)
+                                 for p in paths]))
 
 
 def run_model(run: trained.TrainedRun, images: np.ndarray, *,

@@ -1,6 +1,6 @@
 """Training and evaluation: `train_and_evaluate(config, workdir)`.
 
-config -> validation -> datasets -> input_pipeline -> model -> losses ->
+config -> validation -> data -> model -> losses ->
 jitted steps -> checkpoints and metrics. Everything about a run lives in its
 workdir (see `capsjax.workdir` for the files).
 """
@@ -19,9 +19,8 @@ import optax
 import tqdm
 
 from capsjax import checkpoints
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import metric_writers
 from capsjax import models
 from capsjax import parallel
@@ -215,22 +214,23 @@ def eval_step(state: train_state.TrainState, batch: dict[str, jax.Array], *,
   return sums
 
 
-def evaluate(eval_step_fn, state, split: datasets.Split,
+def evaluate(eval_step_fn, state, split: data.Split,
              batch_size: int,
              mesh: jax.sharding.Mesh | None = None,
-             **preprocess) -> dict[str, float]:
+             preprocessing: data.Preprocessing = data.Preprocessing()
+             ) -> dict[str, float]:
   """Mean metrics over the whole split, every example counted once.
 
   Each host reads only its rows of every batch; `eval_step_fn` (see
   `parallel.jit_eval_step`) gets the global batch, sharded over `mesh`
-  (default: all devices). `preprocess`: `input_pipeline.eval_batches`'s
-  crop_size and standardize (`input_pipeline.preprocess_options`).
+  (default: all devices). `preprocessing`: the run's, of which evaluation
+  applies the central crop and standardization (`data.eval_batches`).
   """
   totals = None
   mesh = parallel.create_mesh() if mesh is None else mesh
-  for batch in input_pipeline.eval_batches(
-      split, batch_size, process_index=jax.process_index(),
-      process_count=jax.process_count(), **preprocess):
+  for batch in data.eval_batches(
+      split, batch_size, preprocessing=preprocessing,
+      process_index=jax.process_index(), process_count=jax.process_count()):
     sums = eval_step_fn(state, parallel.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
@@ -270,12 +270,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       ('microbatch_size', microbatch_size)):
     if error := parallel.divisibility_error(name, value, mesh):
       raise errors.ConfigError(error)
-  dataset = datasets.load(config.dataset)
+  dataset = data.load(config.dataset)
   logging.info('Dataset %s: %d train, %d test, images %s, %d classes.',
                dataset.name, dataset.train.num_examples,
                dataset.test.num_examples, dataset.image_shape,
                dataset.num_classes)
   model = validation.check_data(config, dataset)
+  preprocessing = data.Preprocessing.from_config(config.dataset, dataset)
   # Nothing in the workdir was touched before this line.
   logging.info('%s', parallel.describe(mesh, config.batch_size))
   is_writer = jax.process_index() == 0
@@ -343,14 +344,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             'progress': dict(progress, wall_s=progress['wall_s'] +
                              time.perf_counter() - start_time)}
 
-  batches = input_pipeline.train_batches(
+  batches = data.train_batches(
       dataset.train, batch_size=config.batch_size, seed=config.seed,
-      # A canvas or MultiMNIST dataset places its digits by its own shift.
-      max_shift=dataset.train_shift or config.dataset.max_shift,
-      pairs=dataset.pairs, random_flip=config.dataset.random_flip,
-      start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      **input_pipeline.preprocess_options(config.dataset))
+      preprocessing=preprocessing, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
   schedule = learning_rate_schedule(config)
   pending = []  # Metrics since the last log, fetched to the host at boundaries.
   test_metrics = None
@@ -404,9 +401,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      means['loss'], means['accuracy'])
         pending = []
       if eval_now:
-        test_metrics = evaluate(
-            eval_step_fn, state, dataset.test, config.eval_batch_size, mesh,
-            **input_pipeline.preprocess_options(config.dataset, train=False))
+        test_metrics = evaluate(eval_step_fn, state, dataset.test,
+                                config.eval_batch_size, mesh, preprocessing)
         writer.write_scalars(step, 'test', test_metrics)
         logging.info('step %d: test loss %.4f, accuracy %.4f (error %.2f%%).',
                      step, test_metrics['loss'], test_metrics['accuracy'],
@@ -425,7 +421,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # Nothing was trained in this invocation (restored a finished run whose
     # summary was missing): evaluate the restored state.
     test_metrics = evaluate(eval_step_fn, state, dataset.test,
-                            config.eval_batch_size, mesh)
+                            config.eval_batch_size, mesh, preprocessing)
   progress['wall_s'] += time.perf_counter() - start_time
   ckpt.close()
   train_rate = (progress['train_images'] / progress['train_time_s']

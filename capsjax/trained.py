@@ -17,9 +17,8 @@ import jax
 import ml_collections
 
 from capsjax import checkpoints
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import models
 from capsjax import train
 from capsjax import workdir as workdir_lib
@@ -40,7 +39,7 @@ class TrainedRun:
   """
   workdir: str
   config: ml_collections.ConfigDict
-  dataset: datasets.Dataset
+  dataset: data.Dataset
   model: nn.Module
   params: Any
   step: int
@@ -126,11 +125,10 @@ def load(workdir: str) -> TrainedRun:
     step = ckpt.latest_step()
     if step is None:
       raise no_checkpoint
-    dataset = datasets.load(config.dataset)
-    crop_size = input_pipeline.preprocess_options(config.dataset)['crop_size']
+    dataset = data.load(config.dataset)
+    preprocessing = data.Preprocessing.from_config(config.dataset, dataset)
     model = models.create_model(
-        config.model,
-        input_pipeline.output_image_shape(dataset.image_shape, crop_size),
+        config.model, preprocessing.output_shape(dataset.image_shape),
         dataset.num_classes)
     # Only the shapes: initialising for real would compile the model's init.
     target = jax.eval_shape(

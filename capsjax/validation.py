@@ -10,10 +10,11 @@ to change.
 import math
 
 from capsjax import checks
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import models
+from capsjax.data import multimnist
+from capsjax.data import sources
 
 
 def _get(config, dotted: str):
@@ -33,36 +34,19 @@ def _number(config, name: str, low: float, high: float, example,
                    low_open=low_open)
 
 
-def _bool(config, name: str) -> None:
-  checks.boolean(_get(config, name), name)
-
-
-def _check_composition(config) -> None:
-  """The random_flip, canvas and MultiMNIST fields of config.dataset."""
-  _bool(config, 'dataset.random_flip')
-  _bool(config, 'dataset.multimnist')
-  _int_at_least(config, 'dataset.canvas_size', 0, 40, ' (0 = off)')
-  _int_at_least(config, 'dataset.multimnist_shift', 0, 4)
-  _int_at_least(config, 'dataset.multimnist_test_size', 1, 10000)
-  dataset = config.dataset
-  if dataset.multimnist and dataset.canvas_size:
-    raise errors.ConfigError(
-        'config.dataset.multimnist and canvas_size cannot be combined; set '
-        '--config.dataset.canvas_size=0.')
-  composed = ('multimnist' if dataset.multimnist else
-              'canvas_size' if dataset.canvas_size else None)
-  if composed and dataset.max_shift:
-    raise errors.ConfigError(
-        f'config.dataset.max_shift must be 0 with dataset.{composed} (the '
-        f'digits are already placed at random); set '
-        f'--config.dataset.max_shift=0.')
-  targets = 2 if dataset.multimnist else 1
+def _check_dataset(config) -> None:
+  """Every field of config.dataset, then how the model fits MultiMNIST."""
+  data.Preprocessing.from_config(config.dataset)
+  sources.check_config(config.dataset)
+  multimnist.check_config(config.dataset)
+  multi = config.dataset.multimnist
+  targets = 2 if multi else 1
   # Only models that reconstruct one digit per target declare num_targets.
   if ('num_targets' in models.spec(config.model).fields
       and config.model.num_targets != targets):
     raise errors.ConfigError(
         f'config.model.num_targets must be {targets} with '
-        f'dataset.multimnist={dataset.multimnist}; set '
+        f'dataset.multimnist={multi}; set '
         f'--config.model.num_targets={targets}.')
 
 
@@ -90,24 +74,16 @@ def check_config(config) -> None:
         f'config.microbatch_size must be 0 (off) or an int that divides '
         f'batch_size {config.batch_size}, got {micro!r}; set '
         f'--config.microbatch_size=0.')
-  _int_at_least(config, 'dataset.max_shift', 0, 2)
-  if config.dataset.source == 'folder':
-    datasets.check_folder_config(config.dataset)
-  _check_composition(config)
+  _check_dataset(config)
   for name in ('m_plus', 'm_minus', 'lambda_'):
     _number(config, f'loss.{name}', 0.0, 1.0, {'m_plus': 0.9, 'm_minus': 0.1,
                                                'lambda_': 0.5}[name])
   _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
-  _check_preprocess_and_spread(config)
+  _check_spread(config)
   models.check(config.model)
 
 
-def _check_preprocess_and_spread(config) -> None:
-  _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
-  _int_at_least(config, 'dataset.read_size', 0, 48, ' (0 = keep the size)')
-  _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
-  _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
-  _bool(config, 'dataset.standardize')
+def _check_spread(config) -> None:
   # The spread loss's fields exist only in configs of models trained with it.
   if 'spread_margin_steps' in config.loss:
     _int_at_least(config, 'loss.spread_margin_steps', 1, 10000)
@@ -127,24 +103,12 @@ def check_data(config, dataset):
     raise errors.ConfigError(
         f'batch_size {config.batch_size} is larger than the training split '
         f'({dataset.train.num_examples} examples); lower --config.batch_size.')
-  height, width = dataset.image_shape[:2]
   if dataset.pairs and len(set(dataset.train.labels.tolist())) < 2:
     raise errors.ConfigError(
         'MultiMNIST needs training digits of at least two classes; use a '
         'dataset with several classes or --config.dataset.multimnist=False.')
-  if config.dataset.max_shift >= min(height, width):
-    raise errors.ConfigError(
-        f'max_shift {config.dataset.max_shift} would shift {height}x{width} '
-        f'images out of view; set --config.dataset.max_shift below '
-        f'{min(height, width)} (the paper uses 2).')
-  crop_size = config.dataset.crop_size
-  if crop_size > min(height, width):
-    raise errors.ConfigError(
-        f'crop_size {crop_size} is larger than the {height}x{width} images; '
-        f'set --config.dataset.crop_size to at most {min(height, width)} '
-        f'(0 = no crop).')
-  # The model sees the images the input pipeline makes (cropped).
+  preprocessing = data.Preprocessing.from_config(config.dataset, dataset)
+  # The model sees the images the preprocessing makes (cropped).
   return models.create_model(
-      config.model,
-      input_pipeline.output_image_shape(dataset.image_shape, crop_size),
+      config.model, preprocessing.output_shape(dataset.image_shape),
       dataset.num_classes)

@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_checkpoints_to_keep = 2  # >= 1: resuming needs one
 
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.source = 'tfds'      # a name in capsjax.datasets.SOURCES
+  config.dataset.source = 'tfds'      # a name in capsjax.data.SOURCES
   config.dataset.name = 'mnist'       # tfds name; 'mnist_5k' for embedded
   # source='idx': the four IDX files; source='folder': one subfolder of
   # PNG/JPEG images per class (optionally under train/ and test/).
@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.image_feature = 'image'
   config.dataset.label_feature = 'label'
   config.dataset.read_size = 0
-  # Preprocessing of input_pipeline (configs/smallnorb_em.py uses them):
+  # data.Preprocessing (configs/smallnorb_em.py uses them):
   # square crops (random for training, central for testing; 0 = none),
   # brightness/contrast jitter, per-image standardisation.
   config.dataset.crop_size = 0

@@ -8,7 +8,7 @@ Each image overlays two MNIST digits of different classes, each padded to
 36x36 and shifted by up to 4 pixels in each direction, merged by a pixelwise
 sum clipped to 255 (the paper's official code). Training pairs are drawn per
 step from (seed, step); the test set is `multimnist_test_size` fixed overlays
-built from the test split (seed `composite.TEST_SEED`). CapsNet is trained
+built from the test split (seed `data.multimnist.TEST_SEED`). CapsNet is trained
 with both labels in the margin loss and reconstructs each digit from its own
 masked capsule (the sum of both reconstruction losses); at test time from the
 two longest capsules. An image counts as correct when the two longest

@@ -7,7 +7,7 @@ Each workdir is a finished run trained on the expanded MNIST canvas
 CapsNet and a baseline_cnn. Each model is tested on two sets:
 
   clean   its own expanded test set: the test digits at fixed, seeded places
-          on the 40x40 canvas (`composite`);
+          on the 40x40 canvas (`data.multimnist`);
   affine  affNIST's test set, when --affnist_dir holds its .mat files;
           else one affNIST-like transform of each test digit (up to
           --num_examples), seeded by --seed, with affNIST's published ranges
@@ -38,12 +38,12 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from capsjax import affine
 from capsjax import cli
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
 from capsjax import trained
 from capsjax import workdir as workdir_lib
+from capsjax.data import affine
 
 FLAGS = flags.FLAGS
 
@@ -58,7 +58,7 @@ def predict(run: trained.TrainedRun, images: np.ndarray) -> np.ndarray:
   apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
   out = []
   for start in range(0, len(images), EVAL_BATCH):
-    chunk = images[start:start + EVAL_BATCH].astype(np.float32) / 255
+    chunk = data.to_float(images[start:start + EVAL_BATCH])
     rows = len(chunk)
     # A fixed batch shape: one compilation.
     chunk = np.pad(chunk, ((0, EVAL_BATCH - rows),) + ((0, 0),) * 3)
@@ -67,11 +67,11 @@ def predict(run: trained.TrainedRun, images: np.ndarray) -> np.ndarray:
   return np.concatenate(out)
 
 
-def source_test_split(config: ml_collections.ConfigDict) -> datasets.Split:
+def source_test_split(config: ml_collections.ConfigDict) -> data.Split:
   """The run's test split as single 28x28 digits (no canvas)."""
   dataset_config = ml_collections.ConfigDict(config.dataset.to_dict())
   dataset_config.canvas_size = 0
-  return datasets.load(dataset_config).test
+  return data.load(dataset_config).test
 
 
 def affine_set(runs: Sequence[trained.TrainedRun], affnist_dir: str | None,

@@ -20,7 +20,7 @@ matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from capsjax import cli
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
 from capsjax import trained
 from capsjax import workdir as workdir_lib
@@ -48,7 +48,7 @@ def epoch_accuracies(workdir: str) -> list[dict]:
     errors.ConfigError: the workdir has no config.json or no test metrics.
   """
   config = trained.read_config(workdir)
-  train_examples = datasets.load(config.dataset).train.num_examples
+  train_examples = data.load(config.dataset).train.num_examples
   steps_per_epoch = train_examples // config.batch_size
   path = workdir_lib.path(workdir, workdir_lib.METRICS)
   records = []

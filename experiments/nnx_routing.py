@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import capsjax
-from capsjax import datasets
+from capsjax import data
 
 
 class CapsuleLayer(nnx.Module):
@@ -94,10 +94,9 @@ def train_step(model: SmallCapsNet, optimizer: nnx.Optimizer, images, labels):
 def embedded_mnist():
   """The embedded sample's training split: `[N, 28, 28, 1]` float, `[N]`."""
   # The source's loader reads only its own fields.
-  dataset = datasets.SOURCES['embedded'](ml_collections.ConfigDict(
+  dataset = data.SOURCES['embedded'](ml_collections.ConfigDict(
       dict(name='mnist_5k', holdout_per_class=100)))
-  return (dataset.train.images.astype(np.float32) / 255,
-          dataset.train.labels)
+  return data.to_float(dataset.train.images), dataset.train.labels
 
 
 def train(num_steps: int, *, batch_size: int = 32, learning_rate=1e-3,

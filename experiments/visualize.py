@@ -50,8 +50,8 @@ import numpy as np
 import PIL.Image
 
 from capsjax import cli
+from capsjax import data
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import layers
 from capsjax import models
 from capsjax import trained
@@ -83,11 +83,6 @@ NUM_MULTIMNIST_EXAMPLES = 8
 # --------------------------------------------------------------- the model --
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-  """uint8 pixels -> float32 in [0, 1], as the input pipeline feeds them."""
-  return images.astype(np.float32) / np.float32(255)
-
-
 def forward(run: trained.TrainedRun, images: np.ndarray, *,
             reconstruct: bool = True,
             return_couplings: bool = False) -> models.CapsNetOutput:
@@ -115,8 +110,8 @@ def lengths_of_test_split(run: trained.TrainedRun) -> np.ndarray:
   """The class capsules' lengths of every test example, `[N, K]`."""
   apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
   lengths = []
-  for batch in input_pipeline.eval_batches(run.dataset.test,
-                                           run.config.eval_batch_size):
+  for batch in data.eval_batches(run.dataset.test,
+                                 run.config.eval_batch_size):
     out = apply(run.variables, batch['image']).lengths
     lengths.append(np.asarray(out)[batch['mask'] > 0])
   return np.concatenate(lengths)
@@ -401,7 +396,7 @@ def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
   """Figure 5 for a MultiMNIST CapsNet run; returns {name: path}."""
   test = run.dataset.test
   shown = first_of_each_class(test.labels[:, 0], NUM_MULTIMNIST_EXAMPLES)
-  images = to_float(test.images[shown])
+  images = data.to_float(test.images[shown])
   outputs = forward(run, images, reconstruct=True)
   path = os.path.join(out, 'multimnist_reconstructions.png')
   plot_multimnist(images, np.asarray(outputs.reconstructions),
@@ -456,7 +451,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   test = run.dataset.test
   paths = {name: os.path.join(out, f'{name}.png') for name in SIZES}
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
-  images = to_float(test.images[chosen])
+  images = data.to_float(test.images[chosen])
   reconstruct = run.config.loss.reconstruction_weight > 0
   outputs = forward(run, images, reconstruct=reconstruct,
                     return_couplings=True)
@@ -494,7 +489,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   # A few examples, one per class, and the first mistake if there is one.
   shown = np.concatenate([chosen[:NUM_LENGTH_EXAMPLES - min(len(wrong), 1)],
                           wrong[:1]]).astype(int)
-  plot_capsule_lengths(to_float(test.images[shown]), lengths[shown],
+  plot_capsule_lengths(data.to_float(test.images[shown]), lengths[shown],
                        test.labels[shown], all_predicted[shown],
                        paths['capsule_lengths'])
 
@@ -508,9 +503,10 @@ def scores_of_test_split(run: trained.TrainedRun) -> np.ndarray:
   """`scores` of every test example, `[N, K]`, preprocessed as in training."""
   apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
   scores = []
-  for batch in input_pipeline.eval_batches(
+  for batch in data.eval_batches(
       run.dataset.test, run.config.eval_batch_size,
-      **input_pipeline.preprocess_options(run.config.dataset, train=False)):
+      preprocessing=data.Preprocessing.from_config(run.config.dataset,
+                                                   run.dataset)):
     out = apply({'params': run.params}, batch['image']).scores
     scores.append(np.asarray(out)[batch['mask'] > 0])
   return np.concatenate(scores)
@@ -529,17 +525,16 @@ def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
     Figure name -> path of each PNG written to `out`.
   """
   test = run.dataset.test
-  preprocess = input_pipeline.preprocess_options(run.config.dataset,
-                                                 train=False)
+  preprocessing = data.Preprocessing.from_config(run.config.dataset,
+                                                 run.dataset)
+  crop_only = data.Preprocessing(crop_size=preprocessing.crop_size)
   paths = {name: os.path.join(out, f'{name}.png')
            for name in ('em_assignments', 'em_activations',
                         'confusion_matrix')}
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
   # Shown as cropped pixels; the model sees them standardised too.
-  shown_images = input_pipeline.eval_images(
-      test.images[chosen], crop_size=preprocess['crop_size'])
-  outputs = forward(run, input_pipeline.eval_images(test.images[chosen],
-                                                    **preprocess),
+  shown_images = data.eval_images(test.images[chosen], crop_only)
+  outputs = forward(run, data.eval_images(test.images[chosen], preprocessing),
                     reconstruct=False, return_couplings=True)
   predicted = np.argmax(outputs.scores, -1)
   grid = run.model.capsule_grid()
@@ -556,8 +551,7 @@ def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
   shown = np.concatenate([chosen[:NUM_LENGTH_EXAMPLES - min(len(wrong), 1)],
                           wrong[:1]]).astype(int)
   plot_capsule_lengths(
-      input_pipeline.eval_images(test.images[shown],
-                                 crop_size=preprocess['crop_size']),
+      data.eval_images(test.images[shown], crop_only),
       scores[shown], test.labels[shown], all_predicted[shown],
       paths['em_activations'], score_name='class activation')
   return _confusion_matrix_and_log(run, all_predicted, paths)

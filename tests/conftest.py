@@ -10,6 +10,7 @@ import os
 import runpy
 
 import ml_collections
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +58,14 @@ def dataset_config(**fields):
   field a loader may read is there, as in a real run."""
   return ml_collections.ConfigDict(
       {**load_config('mnist').dataset.to_dict(), **fields})
+
+
+def ink_box(image):
+  """`(top, bottom, left, right)` rows and columns of an `[H, W, C]` image's
+  nonzero pixels."""
+  rows = np.flatnonzero(image.any(axis=(1, 2)))
+  cols = np.flatnonzero(image.any(axis=(0, 2)))
+  return rows[0], rows[-1], cols[0], cols[-1]
 
 
 def load_script(name: str):

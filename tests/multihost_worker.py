@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from capsjax import checkpoints
-from capsjax import datasets
-from capsjax import input_pipeline
+from capsjax.data import batching
+from capsjax.data.dataset import Split
 from capsjax import parallel
 from capsjax import train
 
@@ -30,7 +30,7 @@ def labelled_split():
   labels = np.arange(NUM_EXAMPLES, dtype=np.int32)
   images = np.broadcast_to(labels[:, None, None, None] % 256,
                            (NUM_EXAMPLES, 6, 6, 1)).astype(np.uint8)
-  return datasets.Split(images=images, labels=labels)
+  return Split(images=images, labels=labels)
 
 
 def batch_summary(batch):
@@ -54,8 +54,9 @@ def main(process_id: int, port: int, out_dir: str) -> None:
 
   summarize = jax.jit(batch_summary, out_shardings=parallel.replicated(mesh))
   for step in range(3):
-    rows = input_pipeline.train_batch(
-        split, step, batch_size=BATCH_SIZE, seed=SEED, max_shift=MAX_SHIFT,
+    rows = batching.train_batch(
+        split, step, batch_size=BATCH_SIZE, seed=SEED,
+        preprocessing=batching.Preprocessing(max_shift=MAX_SHIFT),
         process_index=jax.process_index(), process_count=jax.process_count())
     out[f'step_{step}'] = jax.tree.map(
         lambda x: np.asarray(x).tolist(),

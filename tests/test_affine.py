@@ -1,24 +1,21 @@
-"""The 40x40 canvas, random flips, the affine set, affNIST's files and the
+"""Tests for capsjax.data.affine: the affine set, affNIST's files, and the
 experiments/affine_robustness.py table."""
 import csv
 import importlib.util
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 import scipy.io
 
 from conftest import dataset_config
-from conftest import load_config
+from conftest import ink_box
 from conftest import small_config
-from capsjax import affine
-from capsjax import composite
-from capsjax import datasets
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import train
-from capsjax import validation
+from capsjax.data import affine
+from capsjax.data import augment
+from capsjax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The embedded sample with 10 test digits per class (100): fast evaluations.
@@ -28,87 +25,8 @@ EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k',
 
 @pytest.fixture(scope='module')
 def digits():
-  return datasets.load(dataset_config(
+  return sources.load(dataset_config(
       source='embedded', name='mnist_5k', holdout_per_class=100))
-
-
-def _ink_box(image):
-  rows = np.flatnonzero(image.any(axis=(1, 2)))
-  cols = np.flatnonzero(image.any(axis=(0, 2)))
-  return rows[0], rows[-1], cols[0], cols[-1]
-
-
-# ------------------------------------------------------------------ canvas --
-
-
-def test_canvas_places_each_test_digit_whole_within_six_pixels(digits):
-  data = composite.compose(digits, dataset_config(
-      multimnist=False, canvas_size=40))
-  assert data.image_shape == (40, 40, 1) and data.train_shift == 6
-  assert data.name == 'canvas40:embedded:mnist_5k'
-  offsets = []
-  for i in range(0, data.test.num_examples, 50):
-    placed = data.test.images[i]
-    found = [(dy, dx) for dy in range(-6, 7) for dx in range(-6, 7)
-             if np.array_equal(placed, input_pipeline.shift_images(
-                 composite.pad(digits.test.images[i:i + 1], 6),
-                 np.array([[dy, dx]]))[0])]
-    assert found, i
-    offsets.append(found[0])
-  assert len(set(offsets)) > 5  # placed at random, not all centred
-  np.testing.assert_array_equal(data.test.labels, digits.test.labels)
-
-
-def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
-  data = composite.compose(digits, dataset_config(
-      multimnist=False, canvas_size=40))
-  kwargs = dict(batch_size=64, seed=1, max_shift=data.train_shift)
-  a = input_pipeline.train_batch(data.train, 3, **kwargs)
-  np.testing.assert_array_equal(
-      a['image'], input_pipeline.train_batch(data.train, 3, **kwargs)['image'])
-  corners = np.array([_ink_box(im) for im in a['image']])
-  # Ink is never cut at the border: as much ink as the padded digit.
-  assert a['image'].shape == (64, 40, 40, 1)
-  assert corners[:, 0].min() <= 3 and corners[:, 1].max() >= 36
-
-
-def test_bad_canvas_sizes(digits):
-  with pytest.raises(errors.DataError, match='canvas_size'):
-    composite.compose(digits, dataset_config(
-        multimnist=False, canvas_size=39))
-  config = load_config('mnist', **{'dataset.canvas_size': 40})
-  with pytest.raises(errors.ConfigError, match='--config.dataset.max_shift=0'):
-    validation.check_config(config)
-  config = load_config('multimnist', **{'dataset.canvas_size': 40})
-  with pytest.raises(errors.ConfigError, match='canvas_size=0'):
-    validation.check_config(config)
-  config = load_config('mnist', **{'model.num_targets': 2})
-  with pytest.raises(errors.ConfigError, match='num_targets=1'):
-    validation.check_config(config)
-
-
-def test_random_flip_mirrors_about_half_the_batch(digits):
-  kwargs = dict(batch_size=200, seed=4, max_shift=2)
-  plain = input_pipeline.train_batch(digits.train, 9, **kwargs)
-  flipped = input_pipeline.train_batch(digits.train, 9, random_flip=True,
-                                       **kwargs)
-  np.testing.assert_array_equal(plain['label'], flipped['label'])
-  same = np.all(plain['image'] == flipped['image'], axis=(1, 2, 3))
-  mirrored = np.all(plain['image'][:, :, ::-1] == flipped['image'],
-                    axis=(1, 2, 3))
-  assert np.all(same | mirrored)
-  assert 70 < np.sum(mirrored & ~same) < 130
-  again = input_pipeline.train_batch(digits.train, 9, random_flip=True,
-                                     **kwargs)
-  np.testing.assert_array_equal(again['image'], flipped['image'])
-
-
-def test_random_flip_must_be_a_bool():
-  values = load_config('mnist').to_dict()
-  values['dataset']['random_flip'] = 'yes'  # e.g. a hand-written config
-  config = ml_collections.ConfigDict(values)
-  with pytest.raises(errors.ConfigError, match='random_flip=False'):
-    validation.check_config(config)
 
 
 # ------------------------------------------------------------------ affine --
@@ -121,11 +39,11 @@ def test_identity_transform_gives_the_original(digits):
       affine.warp(images, identity, np.zeros((20, 2)), 28), images)
   np.testing.assert_array_equal(
       affine.warp(images, identity, np.zeros((20, 2)), 40),
-      composite.pad(images, 6))
+      augment.pad(images, 6))
   # A whole-pixel translation is a shift.
   moved = affine.warp(images, identity, np.tile([[3.0, -2.0]], (20, 1)), 40)
-  np.testing.assert_array_equal(moved, input_pipeline.shift_images(
-      composite.pad(images, 6), np.tile([[-2, 3]], (20, 1))))
+  np.testing.assert_array_equal(moved, augment.shift(
+      augment.pad(images, 6), np.tile([[-2, 3]], (20, 1))))
 
 
 def test_rotation_by_90_degrees_turns_the_image():
@@ -155,7 +73,7 @@ def test_generated_set_within_affnist_ranges(digits):
           + out[:, :, -1].sum())
   assert edge < 0.001 * out.sum()
   # Translations vary: ink boxes start at many places.
-  assert len({_ink_box(im)[:3:2] for im in out}) > 50
+  assert len({ink_box(im)[:3:2] for im in out}) > 50
   again, _ = affine.generate(images, seed=0)
   np.testing.assert_array_equal(out, again)
   assert not np.array_equal(out, affine.generate(images, seed=1)[0])
@@ -170,7 +88,7 @@ def _write_affnist(path, images, labels):
 
 
 def test_affnist_loader(tmp_path, digits):
-  images = composite.pad(digits.test.images[:7], 6)
+  images = augment.pad(digits.test.images[:7], 6)
   labels = digits.test.labels[:7]
   _write_affnist(tmp_path / '1.mat', images[:4], labels[:4])
   _write_affnist(tmp_path / '2.mat', images[4:], labels[4:])

@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from capsjax import datasets
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import layers
 from capsjax import losses
 from capsjax import models
 from capsjax import train
 from capsjax import validation
+from capsjax.data import batching
+from capsjax.data.batching import Preprocessing
+from capsjax.data import sources
+from capsjax.data.dataset import Dataset
+from capsjax.data.dataset import Split
 from conftest import load_config
 from conftest import load_script
 
@@ -156,18 +159,18 @@ def test_preprocessing_and_spread_fields_are_validated(field, value):
 
 def _split(n=6, size=10, seed=0):
   rng = np.random.default_rng(seed)
-  return datasets.Split(
+  return Split(
       images=rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8),
       labels=np.arange(n, dtype=np.int32) % 3)
 
 
 def test_train_crops_jitter_and_standardise_are_pure_and_in_range():
   split = _split()
-  kw = dict(batch_size=4, seed=3, max_shift=0, crop_size=6,
-            brightness_delta=0.1, contrast_delta=0.5, standardize=True)
-  a = input_pipeline.train_batch(split, 5, **kw)
-  b = input_pipeline.train_batch(split, 5, **kw)
-  c = input_pipeline.train_batch(split, 6, **kw)
+  kw = dict(batch_size=4, seed=3, preprocessing=Preprocessing(
+      crop_size=6, brightness_delta=0.1, contrast_delta=0.5, standardize=True))
+  a = batching.train_batch(split, 5, **kw)
+  b = batching.train_batch(split, 5, **kw)
+  c = batching.train_batch(split, 6, **kw)
   np.testing.assert_array_equal(a['image'], b['image'])
   assert not np.array_equal(a['image'], c['image'])
   assert a['image'].shape == (4, 6, 6, 1) and a['image'].dtype == np.float32
@@ -175,10 +178,9 @@ def test_train_crops_jitter_and_standardise_are_pure_and_in_range():
   np.testing.assert_allclose(a['image'].std(axis=(1, 2, 3)), 1, atol=1e-4)
   # Without jitter and standardisation each image is some 6x6 window of
   # its source image.
-  plain = input_pipeline.train_batch(split, 5, batch_size=4, seed=3,
-                                     max_shift=0, crop_size=6)
-  unshifted = input_pipeline.train_batch(split, 5, batch_size=4, seed=3,
-                                         max_shift=0)
+  plain = batching.train_batch(split, 5, batch_size=4, seed=3,
+                               preprocessing=Preprocessing(crop_size=6))
+  unshifted = batching.train_batch(split, 5, batch_size=4, seed=3)
   offsets = set()
   for crop, full in zip(plain['image'], unshifted['image']):
     found = [(y, x) for y in range(5) for x in range(5)
@@ -188,37 +190,39 @@ def test_train_crops_jitter_and_standardise_are_pure_and_in_range():
   assert len(offsets) > 1  # random, not always the same window
   # ... and drawn anew at every step: one image, eight steps, several crops.
   single = _split(n=1)
-  crops = {input_pipeline.train_batch(single, s, batch_size=1, seed=3,
-                                      max_shift=0, crop_size=6)[
-                                          'image'].tobytes()
+  crops = {batching.train_batch(single, s, batch_size=1, seed=3,
+                                preprocessing=Preprocessing(crop_size=6))[
+                                    'image'].tobytes()
            for s in range(8)}
   assert len(crops) > 1
 
 
 def test_two_processes_concatenate_to_one_with_preprocessing():
   split = _split(n=8)
-  kw = dict(batch_size=4, seed=1, max_shift=1, crop_size=8,
-            brightness_delta=0.2, contrast_delta=0.3, standardize=True)
-  whole = input_pipeline.train_batch(split, 2, **kw)
-  parts = [input_pipeline.train_batch(split, 2, process_index=p,
-                                      process_count=2, **kw) for p in (0, 1)]
+  kw = dict(batch_size=4, seed=1, preprocessing=Preprocessing(
+      max_shift=1, crop_size=8, brightness_delta=0.2, contrast_delta=0.3,
+      standardize=True))
+  whole = batching.train_batch(split, 2, **kw)
+  parts = [batching.train_batch(split, 2, process_index=p,
+                                process_count=2, **kw) for p in (0, 1)]
   np.testing.assert_array_equal(
       np.concatenate([p['image'] for p in parts]), whole['image'])
 
 
 def test_eval_center_crop_and_standardise():
   split = _split(n=3)
-  batch = next(input_pipeline.eval_batches(split, 4, crop_size=6,
-                                           standardize=False))
+  batch = next(batching.eval_batches(
+      split, 4, preprocessing=Preprocessing(crop_size=6, standardize=False)))
   assert batch['image'].shape == (4, 6, 6, 1)
   np.testing.assert_array_equal(batch['image'][:3],
                                 split.images[:, 2:8, 2:8] / np.float32(255))
-  std = next(input_pipeline.eval_batches(split, 4, crop_size=6,
-                                         standardize=True))
+  std = next(batching.eval_batches(
+      split, 4, preprocessing=Preprocessing(crop_size=6, standardize=True)))
   np.testing.assert_allclose(std['image'][:3].mean(axis=(1, 2, 3)), 0,
                              atol=1e-5)
   with pytest.raises(errors.DataError, match='crop_size'):
-    next(input_pipeline.eval_batches(split, 4, crop_size=11))
+    next(batching.eval_batches(split, 4,
+                               preprocessing=Preprocessing(crop_size=11)))
 
 
 def test_smallnorb_mock_data_features_and_preprocessing():
@@ -231,12 +235,12 @@ def test_smallnorb_mock_data_features_and_preprocessing():
   assert 'label' not in features
   config = load_config('smallnorb_em')
   with tfds.testing.mock_data(num_examples=5):
-    dataset = datasets.load(config.dataset)
+    dataset = sources.load(config.dataset)
     config.dataset.read_size = 0
-    raw = datasets.load(config.dataset)
+    raw = sources.load(config.dataset)
     config.dataset.label_feature = 'label'
     with pytest.raises(errors.DataError, match='label_feature'):
-      datasets.load(config.dataset)
+      sources.load(config.dataset)
   assert raw.image_shape == (96, 96, 1)
   assert dataset.image_shape == (48, 48, 1)  # resized when read
   assert dataset.num_classes == 5
@@ -245,8 +249,7 @@ def test_smallnorb_mock_data_features_and_preprocessing():
 
 def test_crop_larger_than_images_is_a_config_error():
   config = load_config('smallnorb_em', **{'dataset.crop_size': 64})
-  dataset = datasets.Dataset('x', _split(n=40, size=48), _split(n=4, size=48),
-                             3)
+  dataset = Dataset('x', _split(n=40, size=48), _split(n=4, size=48), 3)
   with pytest.raises(errors.ConfigError, match='crop_size'):
     validation.check_data(config, dataset)
 
@@ -259,7 +262,7 @@ def test_smallnorb_em_config_trains_on_mock_data_and_draws_figures(tmp_path):
   with tfds.testing.mock_data(num_examples=16):
     state, summary = train.train_and_evaluate(config, str(tmp_path))
     paths = load_script('visualize').visualize(str(tmp_path),
-                                          str(tmp_path / 'figures'))
+                                               str(tmp_path / 'figures'))
   assert sorted(paths) == ['confusion_matrix', 'em_activations',
                            'em_assignments']
   for path in paths.values():

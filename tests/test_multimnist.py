@@ -1,4 +1,5 @@
-"""MultiMNIST: pairing, overlay geometry, the top-2 metric, two-digit CapsNet."""
+"""MultiMNIST and the canvas (capsjax.data.multimnist): pairing, overlay
+geometry, placement, the top-2 metric, two-digit CapsNet."""
 import importlib.util
 import itertools
 import os
@@ -9,13 +10,18 @@ import numpy as np
 import pytest
 
 from conftest import dataset_config
+from conftest import ink_box
+from conftest import load_config
 from conftest import small_config
-from capsjax import composite
-from capsjax import datasets
-from capsjax import input_pipeline
+from capsjax import errors
 from capsjax import losses
 from capsjax import models
 from capsjax import train
+from capsjax import validation
+from capsjax.data import augment
+from capsjax.data import batching
+from capsjax.data import multimnist
+from capsjax.data import sources
 
 EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k'}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,15 +31,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def digits():
   config = dataset_config(
       source='embedded', name='mnist_5k', holdout_per_class=100)
-  return datasets.load(config)
+  return sources.load(config)
 
 
 def _find_shift(padded_digit, shifted, max_shift):
   """The (dy, dx) within max_shift that turns padded_digit into shifted."""
   found = []
   for dy, dx in itertools.product(range(-max_shift, max_shift + 1), repeat=2):
-    moved = input_pipeline.shift_images(padded_digit[None],
-                                        np.array([[dy, dx]]))[0]
+    moved = augment.shift(padded_digit[None], np.array([[dy, dx]]))[0]
     if np.array_equal(moved, shifted):
       found.append((dy, dx))
   return found
@@ -43,7 +48,7 @@ def test_partners_are_of_another_class_and_cover_every_other_example():
   labels = np.array([0, 0, 1, 2, 2, 2], np.int32)
   rng = np.random.default_rng(0)
   bases = np.repeat(np.arange(6), 600)
-  chosen = composite.partners(labels, bases, rng)
+  chosen = multimnist.partners(labels, bases, rng)
   assert np.all(labels[chosen] != labels[bases])
   for base in range(6):
     picked = chosen[bases == base]
@@ -59,10 +64,10 @@ def test_overlay_geometry(digits):
   # Four digits of each class (the sample is stored class by class).
   pick = np.concatenate([np.flatnonzero(digits.train.labels == k)[:4]
                          for k in range(10)])
-  padded = composite.pad(digits.train.images[pick], shift)
+  padded = augment.pad(digits.train.images[pick], shift)
   source_labels = digits.train.labels[pick]
   assert padded.shape[1:] == (36, 36, 1)
-  merged, labels, pair = composite.overlay_pairs(
+  merged, labels, pair = multimnist.overlay_pairs(
       padded, source_labels, np.arange(40), np.random.default_rng(3), shift)
   assert merged.shape == (40, 36, 36, 1) and pair.shape == (40, 2, 36, 36, 1)
   assert np.all(labels[:, 0] != labels[:, 1])
@@ -84,24 +89,25 @@ def _multimnist(digits, shift=4, size=60):
   config = dataset_config(
       multimnist=True, multimnist_shift=shift, multimnist_test_size=size,
       canvas_size=0)
-  return composite.compose(digits, config)
+  return multimnist.compose(digits, config)
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step(digits):
   data = _multimnist(digits)
   assert data.pairs and data.train_shift == 4
-  kwargs = dict(batch_size=16, seed=5, max_shift=4, pairs=True)
-  a = input_pipeline.train_batch(data.train, 7, **kwargs)
-  b = input_pipeline.train_batch(data.train, 7, **kwargs)
-  c = input_pipeline.train_batch(data.train, 8, **kwargs)
+  kwargs = dict(batch_size=16, seed=5,
+                preprocessing=batching.Preprocessing(max_shift=4, pairs=True))
+  a = batching.train_batch(data.train, 7, **kwargs)
+  b = batching.train_batch(data.train, 7, **kwargs)
+  c = batching.train_batch(data.train, 8, **kwargs)
   for key in ('image', 'label', 'digits'):
     np.testing.assert_array_equal(a[key], b[key])
   assert not np.array_equal(a['image'], c['image'])
   assert a['label'].shape == (16, 2) and a['digits'].shape == (16, 2, 36, 36, 1)
   assert a['image'].dtype == np.float32 and a['image'].max() <= 1
   # Two processes' rows concatenate to the single-process batch.
-  halves = [input_pipeline.train_batch(data.train, 7, process_index=p,
-                                       process_count=2, **kwargs)
+  halves = [batching.train_batch(data.train, 7, process_index=p,
+                                 process_count=2, **kwargs)
             for p in range(2)]
   for key in ('image', 'label', 'digits'):
     np.testing.assert_array_equal(
@@ -111,8 +117,9 @@ def test_train_batches_are_a_pure_function_of_seed_and_step(digits):
 def test_labels_distinct_over_many_batches(digits):
   data = _multimnist(digits)
   for step in range(20):
-    batch = input_pipeline.train_batch(data.train, step, batch_size=64,
-                                       seed=0, max_shift=4, pairs=True)
+    batch = batching.train_batch(
+        data.train, step, batch_size=64, seed=0,
+        preprocessing=batching.Preprocessing(max_shift=4, pairs=True))
     assert np.all(batch['label'][:, 0] != batch['label'][:, 1])
 
 
@@ -124,11 +131,62 @@ def test_test_set_is_fixed_and_sized(digits):
   # Bases in a seeded order, not the split's (the sample is sorted by class).
   assert len(set(first.test.labels[:, 0].tolist())) == 10
   assert np.all(first.test.labels[:, 0] != first.test.labels[:, 1])
-  batches = list(input_pipeline.eval_batches(first.test, 32))
+  batches = list(batching.eval_batches(first.test, 32))
   assert [b['mask'].sum() for b in batches] == [32, 28]
   assert batches[1]['digits'].shape == (32, 2, 36, 36, 1)
   np.testing.assert_array_equal(batches[1]['label'][:28],
                                 first.test.labels[32:])
+
+
+# ------------------------------------------------------------------ canvas --
+
+
+def test_canvas_places_each_test_digit_whole_within_six_pixels(digits):
+  data = multimnist.compose(digits, dataset_config(
+      multimnist=False, canvas_size=40))
+  assert data.image_shape == (40, 40, 1) and data.train_shift == 6
+  assert data.name == 'canvas40:embedded:mnist_5k'
+  offsets = []
+  for i in range(0, data.test.num_examples, 50):
+    placed = data.test.images[i]
+    found = [(dy, dx) for dy in range(-6, 7) for dx in range(-6, 7)
+             if np.array_equal(placed, augment.shift(
+                 augment.pad(digits.test.images[i:i + 1], 6),
+                 np.array([[dy, dx]]))[0])]
+    assert found, i
+    offsets.append(found[0])
+  assert len(set(offsets)) > 5  # placed at random, not all centred
+  np.testing.assert_array_equal(data.test.labels, digits.test.labels)
+
+
+def test_canvas_training_placement_is_pure_and_covers_the_canvas(digits):
+  data = multimnist.compose(digits, dataset_config(
+      multimnist=False, canvas_size=40))
+  kwargs = dict(
+      batch_size=64, seed=1,
+      preprocessing=batching.Preprocessing(max_shift=data.train_shift))
+  a = batching.train_batch(data.train, 3, **kwargs)
+  np.testing.assert_array_equal(
+      a['image'], batching.train_batch(data.train, 3, **kwargs)['image'])
+  corners = np.array([ink_box(im) for im in a['image']])
+  # Ink is never cut at the border: as much ink as the padded digit.
+  assert a['image'].shape == (64, 40, 40, 1)
+  assert corners[:, 0].min() <= 3 and corners[:, 1].max() >= 36
+
+
+def test_bad_canvas_sizes(digits):
+  with pytest.raises(errors.DataError, match='canvas_size'):
+    multimnist.compose(digits, dataset_config(
+        multimnist=False, canvas_size=39))
+  config = load_config('mnist', **{'dataset.canvas_size': 40})
+  with pytest.raises(errors.ConfigError, match='--config.dataset.max_shift=0'):
+    validation.check_config(config)
+  config = load_config('multimnist', **{'dataset.canvas_size': 40})
+  with pytest.raises(errors.ConfigError, match='canvas_size=0'):
+    validation.check_config(config)
+  config = load_config('mnist', **{'model.num_targets': 2})
+  with pytest.raises(errors.ConfigError, match='num_targets=1'):
+    validation.check_config(config)
 
 
 def test_top2_accuracy_against_a_hand_count():

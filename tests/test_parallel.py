@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from capsjax import checkpoints
-from capsjax import datasets
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import parallel
+from capsjax.data import batching
+from capsjax.data.dataset import Split
 import multihost_worker
 from test_train import NUM_MOCK
 from test_train import read_jsonl
@@ -55,7 +55,7 @@ def labelled_split(num_examples, size=6):
   labels = np.arange(num_examples, dtype=np.int32)
   images = np.broadcast_to(labels[:, None, None, None] % 256,
                            (num_examples, size, size, 1)).astype(np.uint8)
-  return datasets.Split(images=images, labels=labels)
+  return Split(images=images, labels=labels)
 
 
 # ------------------------------------------------ per-process rows (numpy) --
@@ -64,26 +64,27 @@ def labelled_split(num_examples, size=6):
 @pytest.mark.parametrize('process_count', [2, 4])
 def test_process_rows_concatenate_to_the_global_train_batch(process_count):
   split = labelled_split(50)
-  kwargs = dict(batch_size=8, seed=3, max_shift=2)
+  kwargs = dict(batch_size=8, seed=3,
+                preprocessing=batching.Preprocessing(max_shift=2))
   for step in (0, 5, 13):  # 13 is in the third epoch
-    whole = input_pipeline.train_batch(split, step, **kwargs)
-    parts = [input_pipeline.train_batch(split, step, process_index=p,
-                                        process_count=process_count, **kwargs)
+    whole = batching.train_batch(split, step, **kwargs)
+    parts = [batching.train_batch(split, step, process_index=p,
+                                  process_count=process_count, **kwargs)
              for p in range(process_count)]
     for key in ('image', 'label'):
       assert all(len(part[key]) == 8 // process_count for part in parts)
       np.testing.assert_array_equal(
           np.concatenate([part[key] for part in parts]), whole[key])
   # The iterator passes the process arguments on.
-  iterator = input_pipeline.train_batches(split, start_step=5, prefetch=1,
-                                          process_index=1,
-                                          process_count=process_count,
-                                          **kwargs)
+  iterator = batching.train_batches(split, start_step=5, prefetch=1,
+                                    process_index=1,
+                                    process_count=process_count,
+                                    **kwargs)
   np.testing.assert_array_equal(
       next(iterator)['image'],
-      input_pipeline.train_batch(split, 5, process_index=1,
-                                 process_count=process_count,
-                                 **kwargs)['image'])
+      batching.train_batch(split, 5, process_index=1,
+                           process_count=process_count,
+                           **kwargs)['image'])
   iterator.close()
 
 
@@ -91,10 +92,10 @@ def test_process_rows_concatenate_to_the_global_train_batch(process_count):
 def test_process_eval_rows_count_every_example_once(num_examples):
   split = labelled_split(num_examples)
   batch_size, process_count = 12, 4
-  whole = list(input_pipeline.eval_batches(split, batch_size))
-  parts = [list(input_pipeline.eval_batches(split, batch_size,
-                                            process_index=p,
-                                            process_count=process_count))
+  whole = list(batching.eval_batches(split, batch_size))
+  parts = [list(batching.eval_batches(split, batch_size,
+                                      process_index=p,
+                                      process_count=process_count))
            for p in range(process_count)]
   # Every process steps through the same number of batches (SPMD), each of
   # batch_size / process_count rows, and together they are the global batch.
@@ -117,11 +118,12 @@ def test_process_eval_rows_count_every_example_once(num_examples):
 def test_process_arguments_errors(kwargs, fragment):
   split = labelled_split(20)
   with pytest.raises(errors.DataError, match=fragment) as e:
-    input_pipeline.train_batch(split, 0, batch_size=8, seed=0, max_shift=0,
-                               **kwargs)
+    batching.train_batch(split, 0, batch_size=8, seed=0,
+                         preprocessing=batching.Preprocessing(max_shift=0),
+                         **kwargs)
   assert '\n' not in str(e.value)
   with pytest.raises(errors.DataError, match=fragment):
-    input_pipeline.eval_batches(split, 8, **kwargs)
+    batching.eval_batches(split, 8, **kwargs)
 
 
 @pytest.mark.parametrize('name', ['mnist', 'fashion_mnist', 'quickstart'])
@@ -169,9 +171,11 @@ def test_two_hosts_build_the_single_host_batches(tmp_path):
   # Each host built its 4 rows; the global batches are the one-host ones.
   split = multihost_worker.labelled_split()
   for step in range(3):
-    whole = input_pipeline.train_batch(
+    whole = batching.train_batch(
         split, step, batch_size=multihost_worker.BATCH_SIZE,
-        seed=multihost_worker.SEED, max_shift=multihost_worker.MAX_SHIFT)
+        seed=multihost_worker.SEED,
+        preprocessing=batching.Preprocessing(
+            max_shift=multihost_worker.MAX_SHIFT))
     weights = np.arange(1, len(whole['label']) + 1)
     assert out[f'step_{step}']['weighted_labels'] == np.sum(
         weights * whole['label'])

@@ -16,11 +16,12 @@ import pytest
 
 from conftest import ROOT, small_config
 
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
 from capsjax import prediction
 from capsjax import train
 from capsjax import trained
+from capsjax.data.sources import embedded
 
 CLASSES = {'zero': 0, 'one': 1, 'two': 2}
 PER_CLASS = 8
@@ -30,7 +31,7 @@ PER_CLASS = 8
 def run_dir(tmp_path_factory):
   """`(workdir, image folder)` of a CapsNet trained 2 steps on a folder."""
   root = tmp_path_factory.mktemp('predict')
-  images, labels = datasets._read_embedded()  # pylint: disable=protected-access
+  images, labels = embedded.read_sample()
   for name, digit in CLASSES.items():
     os.makedirs(root / 'digits' / name)
     for j, i in enumerate(np.flatnonzero(labels == digit)[:PER_CLASS]):
@@ -156,7 +157,7 @@ def test_non_folder_runs_stretch_to_the_training_shape():
         config=types.SimpleNamespace(
             dataset=types.SimpleNamespace(source='tfds')),
         workdir='W')
-    assert prediction.image_options(run) == datasets.ImageOptions(
+    assert prediction.image_options(run) == data.ImageOptions(
         size=shape[:2], channels=shape[2], resize='stretch')
   run.model.input_shape = (28, 28, 4)
   with pytest.raises(errors.DataError, match='4-channel'):

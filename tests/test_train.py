@@ -10,12 +10,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from capsjax import checkpoints
-from capsjax import datasets
+from capsjax import data
 from capsjax import errors
-from capsjax import input_pipeline
 from capsjax import losses
 from capsjax import models
 from capsjax import train
+from capsjax.data import batching
 from conftest import small_config
 
 NUM_MOCK = 40  # examples per split; 40 test examples = 2 full + 1 partial batch
@@ -243,7 +243,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
   config = small_config(num_train_steps=6, log_every_steps=3,
                         eval_every_steps=6, checkpoint_every_steps=2,
                         **{'model.conv_impl': 'xla'})
-  clean_batch = input_pipeline.train_batch
+  clean_batch = batching.train_batch
 
   def poisoned_batch(split, step, **kwargs):
     batch = clean_batch(split, step, **kwargs)
@@ -251,7 +251,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
       batch['image'] = np.full_like(batch['image'], np.nan)
     return batch
 
-  monkeypatch.setattr(input_pipeline, 'train_batch', poisoned_batch)
+  monkeypatch.setattr(batching, 'train_batch', poisoned_batch)
   with pytest.raises(errors.NonFiniteError) as e:
     run(config, tmp_path)
   message = str(e.value)
@@ -267,7 +267,7 @@ def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
   assert not os.path.exists(tmp_path / 'summary.json')
 
   # With clean data the rerun resumes from the last good checkpoint.
-  monkeypatch.setattr(input_pipeline, 'train_batch', clean_batch)
+  monkeypatch.setattr(batching, 'train_batch', clean_batch)
   with caplog.at_level(logging.INFO):
     state, summary = run(config, tmp_path)
   assert any('at step 4.' in r.getMessage() for r in caplog.records
@@ -298,7 +298,7 @@ def test_evaluate_counts_every_example_once(tmp_path):
   config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3,
                            'model.conv_impl': 'xla'})
   rng = np.random.default_rng(0)
-  split = datasets.Split(
+  split = data.Split(
       images=rng.integers(0, 256, (13, 12, 12, 1)).astype(np.uint8),
       labels=rng.integers(0, 10, 13).astype(np.int32))
   model, state = small_state(config, image_shape=(12, 12, 1))

@@ -14,10 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from capsjax import datasets
 from capsjax import errors
 from capsjax import train
 from capsjax import validation
+from capsjax.data.dataset import Dataset
+from capsjax.data.dataset import Split
 from conftest import load_config
 from conftest import ROOT
 from conftest import small_config
@@ -74,10 +75,9 @@ def test_check_config_accepts_the_shipped_configs():
 
 
 def data(height=28, num_train=20):
-  split = datasets.Split(images=np.zeros((num_train, height, height, 1),
-                                         np.uint8),
-                         labels=np.zeros(num_train, np.int32))
-  return datasets.Dataset('random', split, split, num_classes=10)
+  split = Split(images=np.zeros((num_train, height, height, 1), np.uint8),
+                labels=np.zeros(num_train, np.int32))
+  return Dataset('random', split, split, num_classes=10)
 
 
 def test_check_data_returns_the_model_for_the_images():

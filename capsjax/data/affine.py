@@ -1,7 +1,7 @@
 """Affine-transformed digits: affNIST's files, or a seeded set like it.
 
 The paper (Section 5.2) trains on "expanded MNIST" (digits placed at random on
-a 40x40 canvas, `composite`) and tests on affNIST, MNIST test digits under
+a 40x40 canvas, `data.multimnist`) and tests on affNIST, MNIST test digits under
 random small affine transformations on a 40x40 canvas. `load_affnist` reads
 affNIST's published MATLAB files; without them, `generate` draws a set with
 affNIST's published ranges (`AFFNIST_RANGES`) from any 28x28 test split.

@@ -1,4 +1,4 @@
-"""Tests for dataset.source='folder' (capsjax.datasets._load_folder).
+"""Tests for dataset.source='folder' (capsjax.data.sources.folder).
 
 Every test writes its own tiny PNG/JPEG images to a temporary folder.
 """
@@ -10,9 +10,10 @@ import pytest
 
 from conftest import load_config
 
-from capsjax import datasets
 from capsjax import errors
 from capsjax import validation
+from capsjax.data import images
+from capsjax.data import sources
 
 
 def folder_config(directory, **overrides):
@@ -53,7 +54,7 @@ def one_line_error(excinfo, *fragments):
 
 def test_layout_class_names_and_labels(tmp_path):
   write_classes(tmp_path, {'cat': 5, 'dog': 5, 'ant': 5})
-  dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4)))
+  dataset = sources.load(folder_config(tmp_path, image_size=(6, 4)))
   assert dataset.class_names == ('ant', 'cat', 'dog')
   assert dataset.num_classes == 3
   assert dataset.image_shape == (6, 4, 1)
@@ -70,11 +71,11 @@ def test_layout_class_names_and_labels(tmp_path):
 def test_seeded_stratified_split_is_fixed(tmp_path):
   write_classes(tmp_path, {'a': 10, 'b': 20})
   config = folder_config(tmp_path, image_size=(6, 4), holdout_fraction=0.3)
-  first = datasets.load(config)
+  first = sources.load(config)
   np.testing.assert_array_equal(np.bincount(first.test.labels), [3, 6])
   np.testing.assert_array_equal(np.bincount(first.train.labels), [7, 14])
   # The same images every time (no dependence on the training seed).
-  again = datasets.load(config)
+  again = sources.load(config)
   np.testing.assert_array_equal(first.test.images, again.test.images)
   # Held-out images are not also trained on, and they are a random draw,
   # not the first files of each class.
@@ -85,8 +86,8 @@ def test_seeded_stratified_split_is_fixed(tmp_path):
 
 def test_small_classes_keep_one_training_image(tmp_path):
   write_classes(tmp_path, {'a': 1, 'b': 2})
-  dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                        holdout_fraction=0.6))
+  dataset = sources.load(folder_config(tmp_path, image_size=(6, 4),
+                                       holdout_fraction=0.6))
   np.testing.assert_array_equal(np.bincount(dataset.train.labels), [1, 1])
   np.testing.assert_array_equal(dataset.test.labels, [1])
 
@@ -94,7 +95,7 @@ def test_small_classes_keep_one_training_image(tmp_path):
 def test_train_and_test_subfolders(tmp_path):
   write_classes(tmp_path / 'train', {'x': 3, 'y': 4})
   write_classes(tmp_path / 'test', {'x': 2, 'y': 1})
-  dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4)))
+  dataset = sources.load(folder_config(tmp_path, image_size=(6, 4)))
   assert dataset.class_names == ('x', 'y')
   np.testing.assert_array_equal(dataset.train.labels, [0, 0, 0, 1, 1, 1, 1])
   np.testing.assert_array_equal(dataset.test.labels, [0, 0, 1])
@@ -108,8 +109,8 @@ def test_stretch_resize(tmp_path):
   write_image(str(tmp_path / 'a' / '0.png'), image)
   write_image(str(tmp_path / 'b' / '0.png'), image)
   write_image(str(tmp_path / 'b' / '1.png'), image)
-  dataset = datasets.load(folder_config(tmp_path, image_size=(4, 4),
-                                        resize='stretch', holdout_fraction=0.5))
+  dataset = sources.load(folder_config(tmp_path, image_size=(4, 4),
+                                       resize='stretch', holdout_fraction=0.5))
   out = dataset.train.images[0, ..., 0]
   assert dataset.image_shape == (4, 4, 1)
   np.testing.assert_array_equal(out[:, 0], 0)
@@ -122,8 +123,8 @@ def test_pad_keeps_aspect_ratio(tmp_path):
   white = np.full((4, 8), 255, np.uint8)
   for name in ('a/0.png', 'b/0.png', 'b/1.png'):
     write_image(str(tmp_path / name), white)
-  dataset = datasets.load(folder_config(tmp_path, image_size=(8, 8),
-                                        resize='pad', holdout_fraction=0.5))
+  dataset = sources.load(folder_config(tmp_path, image_size=(8, 8),
+                                       resize='pad', holdout_fraction=0.5))
   out = dataset.train.images[0, ..., 0]
   np.testing.assert_array_equal(out[2:6], 255)
   np.testing.assert_array_equal(out[:2], 0)
@@ -135,15 +136,15 @@ def test_rgb_kept_converted_and_jpeg(tmp_path):
   red[..., 0] = 200
   for name in ('a/0.jpg', 'a/1.JPEG', 'b/0.jpg'):
     write_image(str(tmp_path / name), red, quality=95)
-  kept = datasets.load(folder_config(tmp_path, image_size=(5, 5),
-                                     holdout_fraction=0.5))
+  kept = sources.load(folder_config(tmp_path, image_size=(5, 5),
+                                    holdout_fraction=0.5))
   assert kept.image_shape == (5, 5, 3)
   assert kept.train.num_examples + kept.test.num_examples == 3  # .JPEG too
   # JPEG is lossy: red stays red within a few levels.
   np.testing.assert_allclose(kept.train.images[0].mean((0, 1)), [200, 0, 0],
                              atol=6)
-  gray = datasets.load(folder_config(tmp_path, image_size=(5, 5), channels=1,
-                                     holdout_fraction=0.5))
+  gray = sources.load(folder_config(tmp_path, image_size=(5, 5), channels=1,
+                                    holdout_fraction=0.5))
   assert gray.image_shape == (5, 5, 1)
   # ITU-R 601-2 luma, as Pillow converts: 0.299 * 200.
   np.testing.assert_allclose(gray.train.images.mean(), 0.299 * 200, atol=6)
@@ -151,8 +152,8 @@ def test_rgb_kept_converted_and_jpeg(tmp_path):
 
 def test_gray_files_converted_to_rgb(tmp_path):
   write_classes(tmp_path, {'a': 2, 'b': 2}, size=(3, 3))
-  dataset = datasets.load(folder_config(tmp_path, image_size=(3, 3),
-                                        channels=3, holdout_fraction=0.5))
+  dataset = sources.load(folder_config(tmp_path, image_size=(3, 3),
+                                       channels=3, holdout_fraction=0.5))
   assert dataset.image_shape == (3, 3, 3)
   np.testing.assert_array_equal(dataset.train.images[..., 0],
                                 dataset.train.images[..., 2])
@@ -163,8 +164,8 @@ def test_ignores_other_files_and_hidden_files(tmp_path):
   (tmp_path / 'a' / 'notes.txt').write_text('not an image')
   (tmp_path / 'a' / '.hidden.png').write_text('not an image')
   (tmp_path / '.cache').mkdir()
-  dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                        holdout_fraction=0.5))
+  dataset = sources.load(folder_config(tmp_path, image_size=(6, 4),
+                                       holdout_fraction=0.5))
   assert dataset.class_names == ('a', 'b')
   assert dataset.train.num_examples + dataset.test.num_examples == 4
 
@@ -174,21 +175,21 @@ def test_ignores_other_files_and_hidden_files(tmp_path):
 
 def test_missing_folder(tmp_path):
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path / 'nope'))
+    sources.load(folder_config(tmp_path / 'nope'))
   one_line_error(excinfo, 'nope', 'does not exist',
                  '--config.dataset.directory')
 
 
 def test_empty_folder(tmp_path):
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, 'no class subfolders', 'CLASS_NAME')
 
 
 def test_images_without_class_folders(tmp_path):
   write_image(str(tmp_path / 'loose.png'), value_image(1))
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, 'no class subfolders')
 
 
@@ -197,7 +198,7 @@ def test_class_without_images(tmp_path):
   (tmp_path / 'empty').mkdir()
   (tmp_path / 'empty' / 'readme.txt').write_text('x')
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, str(tmp_path / 'empty'), 'no PNG or JPEG')
 
 
@@ -206,8 +207,8 @@ def test_unreadable_file_is_named(tmp_path):
   bad = tmp_path / 'b' / 'broken.png'
   bad.write_bytes(b'\x89PNG\r\n\x1a\n garbage')
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                holdout_fraction=0.5))
+    sources.load(folder_config(tmp_path, image_size=(6, 4),
+                               holdout_fraction=0.5))
   one_line_error(excinfo, str(bad), 'delete or replace')
 
 
@@ -216,8 +217,8 @@ def test_truncated_jpeg_is_named(tmp_path):
   path = tmp_path / 'a' / '00.jpg'
   path.write_bytes(path.read_bytes()[:200])
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path, image_size=(32, 32),
-                                holdout_fraction=0.5))
+    sources.load(folder_config(tmp_path, image_size=(32, 32),
+                               holdout_fraction=0.5))
   one_line_error(excinfo, str(path))
 
 
@@ -226,20 +227,20 @@ def test_mixed_channels_without_conversion(tmp_path):
   write_image(str(tmp_path / 'b' / '0.png'), value_image(3, rgb=True))
   write_image(str(tmp_path / 'b' / '1.png'), value_image(3, rgb=True))
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                holdout_fraction=0.5))
+    sources.load(folder_config(tmp_path, image_size=(6, 4),
+                               holdout_fraction=0.5))
   one_line_error(excinfo, 'mix channel counts', str(tmp_path / 'a'),
                  str(tmp_path / 'b'), '--config.dataset.channels=1')
   # Converting fixes it.
-  dataset = datasets.load(folder_config(tmp_path, image_size=(6, 4),
-                                        channels=1, holdout_fraction=0.5))
+  dataset = sources.load(folder_config(tmp_path, image_size=(6, 4),
+                                       channels=1, holdout_fraction=0.5))
   assert dataset.image_shape == (6, 4, 1)
 
 
 def test_fewer_than_two_classes(tmp_path):
   write_classes(tmp_path, {'only': 4})
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, '1 class folder', '2 or more')
 
 
@@ -247,14 +248,14 @@ def test_test_split_with_unknown_class(tmp_path):
   write_classes(tmp_path / 'train', {'x': 2, 'y': 2})
   write_classes(tmp_path / 'test', {'x': 1, 'z': 1})
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, "['z']", 'train/')
 
 
 def test_nothing_held_out(tmp_path):
   write_classes(tmp_path, {'a': 1, 'b': 1})
   with pytest.raises(errors.DataError) as excinfo:
-    datasets.load(folder_config(tmp_path))
+    sources.load(folder_config(tmp_path))
   one_line_error(excinfo, 'holds out no image', 'holdout_fraction')
 
 
@@ -291,15 +292,8 @@ def test_read_image_matches_the_dataset(tmp_path):
                 rng.integers(0, 256, (13, 9, 3), np.uint8))
   config = folder_config(tmp_path, image_size=(7, 7), resize='pad',
                          channels=1)
-  dataset = datasets.load(config)
-  options = datasets.image_options(config)
+  dataset = sources.load(config)
+  options = images.image_options(config)
   np.testing.assert_array_equal(
-      datasets.read_image(str(tmp_path / 'train' / 'a' / '0.png'), options),
+      images.read_image(str(tmp_path / 'train' / 'a' / '0.png'), options),
       dataset.train.images[0])
-
-
-def test_tfds_class_names():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  with tfds.testing.mock_data(num_examples=4):
-    dataset = datasets.load(load_config('mnist').dataset)
-  assert dataset.class_names == tuple(str(d) for d in range(10))
