@@ -136,7 +136,8 @@ CHECKS = {
     ids=[f'{p}:{h}:{n}' for p, h, n, _ in python_blocks()])
 def test_python_block_runs(page, heading, n, code, capsys):
   namespace = {}
-  exec(compile(code, f'{page} ({heading})', 'exec'), namespace)  # pylint: disable=exec-used
+  # pylint: disable-next=exec-used
+  exec(compile(code, f'{page} ({heading})', 'exec'), namespace)
   check = CHECKS.get((page, heading, n))
   if check:
     check(namespace, capsys.readouterr().out, code)
