@@ -64,6 +64,11 @@ def fenced_block(page: str, heading: str, lang: str = 'python') -> str:
   return match.group(1)
 
 
+def anchor(heading: str) -> str:
+  """The anchor a code host gives a Markdown heading."""
+  return re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
+
+
 def python_blocks() -> list[tuple[str, str, int, str]]:
   """`(page, heading, n, code)` for every ```python block of the pages; n
   counts the blocks under the same heading."""
@@ -133,7 +138,7 @@ CHECKS = {
 
 @pytest.mark.parametrize(
     'page,heading,n,code', python_blocks(),
-    ids=[f'{p}:{h}:{n}' for p, h, n, _ in python_blocks()])
+    ids=[f'{p}#{anchor(h)}:{n}' for p, h, n, _ in python_blocks()])
 def test_python_block_runs(page, heading, n, code, capsys):
   namespace = {}
   # pylint: disable-next=exec-used
@@ -179,11 +184,6 @@ def test_readme_is_short_and_maps_every_docs_page():
   docs_map = section('README.md', '## Documentation')
   for page in PAGES[1:]:
     assert f']({page})' in docs_map, page
-
-
-def anchor(heading: str) -> str:
-  """The anchor a code host gives a Markdown heading."""
-  return re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
 
 
 @pytest.mark.parametrize('page', PAGES)
