@@ -206,8 +206,8 @@ def patch_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   channels such as images (`PATCH_CONV_MAX_CHANNELS`): the patches
   `[B * H' * W', kh * kw * C]` hold every input pixel kh * kw times. On
   XLA:CPU the kernel gradient of the paper's Conv1 (9x9, one input channel,
-  256 outputs) ran as a 20x20-window convolution at ~90 GFLOP/s, 24 ms of a
-  batch-128 training step; here it is one matmul.
+  256 outputs) runs as a slow 20x20-window convolution (docs/performance.md);
+  here it is one matmul.
   """
   b, h, w, c = x.shape
   kh, kw, _, o = kernel.shape

@@ -4,21 +4,18 @@
 The CLI, the experiment scripts and the benchmark call it first thing; a
 library user can call it too, or not. It changes nothing on GPU/TPU devices.
 
-Why, measured on a 2-core EPYC (train step, paper's CapsNet, batch 128):
+Why (the measurements are in docs/performance.md):
 
 * XLA:CPU's default scheduler overlaps independent ops, which keeps more
-  temporaries alive at once: its step needs 560 MiB of scratch, the
-  memory-optimised scheduler 368 MiB, at the same speed per op.
+  temporaries alive at once; the memory-optimised scheduler needs markedly
+  less scratch per training step at the same speed per op.
 * XLA allocates that scratch afresh for every step. glibc serves such large
   blocks with mmap and returns them with munmap, so every step faults in and
-  zeroes hundreds of MB of new pages: 150-200k page faults and 0.3-0.45 s of
-  kernel time per step. With one malloc arena and mmap off for big blocks,
-  glibc keeps the freed block and reuses it: sys time falls to ~15 ms/step.
-  Trimming is off as well: at batch 512 the scratch is 1.6 GiB, and with a
-  1 GiB trim threshold glibc handed it back to the kernel after every step
-  (~400k page faults, 2-3 s of kernel time per step; 86-110 img/s against
-  106-164 img/s untrimmed). The process keeps its peak heap, which the next
-  step needs again anyway.
+  zeroes hundreds of MB of new pages, in kernel time. With one malloc arena
+  and mmap off for big blocks, glibc keeps the freed block and reuses it.
+  Trimming is off as well: with a trim threshold below the scratch of a large
+  batch, glibc hands the block back to the kernel after every step. The
+  process keeps its peak heap, which the next step needs again anyway.
 
 Both settings are guarded. The XLA flag is internal: it is set only when the
 installed jaxlib knows it (an unknown XLA flag aborts every run), so a future
@@ -27,9 +24,8 @@ only when JAX will run on the CPU, and they must come before JAX starts its
 worker threads: glibc gives each thread that allocates its own arena, and an
 arena other than the main one serves every block over 64 MiB with mmap and
 returns it with munmap, whatever mallopt says later. XLA's YNNPACK fusions
-allocate their u_hat-sized (90 MiB) buffers in those threads, so tuning after
-the backend had started left ~110k page faults and ~160 ms of kernel time in
-every batch-128 training step (730 ms a step; 650 ms tuned first).
+allocate their u_hat-sized buffers in those threads, so tuning after the
+backend has started leaves most of the page faults in every training step.
 `configure()` therefore tunes malloc at once when no GPU or TPU can be picked
 (`will_run_on_cpu`); otherwise `tune_malloc_for_cpu`, once the backend is
 known, does what can still be done.

@@ -74,8 +74,8 @@ class PrimaryCaps(nn.Module):
     conv_impl: 'auto' | 'slices' | 'xla'; see `conv.resolve_conv_impl`.
     compute_dtype: 'float32' or 'bfloat16': the dtype of the convolution's
       matmul inputs (products are accumulated in float32 either way). This
-      convolution is ~95% of the model's FLOPs; bfloat16 roughly doubles its
-      matmul speed on CPUs with AVX512-BF16/AMX and on GPUs/TPUs.
+      convolution is most of the model's FLOPs; bfloat16 matmuls are native,
+      and faster, on CPUs with AVX512-BF16/AMX and on GPUs/TPUs.
   """
   num_types: int = 32
   dim: int = 8
@@ -145,7 +145,7 @@ class Capsules(nn.Module):
       that part of the memory stops growing with num_in. (Rematerialising the
       full routing with `jax.checkpoint` alone saves nothing: the peak is in
       the backward pass, where the recomputed u_hat and its gradient are live
-      together; 5275 MiB of scratch either way for CIFAR-100 at batch 128.)
+      together.)
     routing_chunk: input capsules per chunk for routing_memory='chunked'.
     kernel_init: initialiser of W, `[num_in, num_capsules, dim, dim_in]`.
   """
@@ -192,13 +192,13 @@ def predictions(w: jax.Array, u: jax.Array) -> jax.Array:
   input capsules i whose operands and result all have i leading, so neither
   the product nor its two gradients need the `[B, I, J, D]` tensor (94 MB at
   batch 128) transposed; routing then maps over axis 1. In the batch-major
-  layout XLA:CPU spent ~40% of the DigitCaps gradient copying it.
+  layout XLA:CPU spent much of the DigitCaps gradient copying it.
 
   The VJP is written out so that each gradient is a plain matmul per input
   capsule, with the small operand transposed instead of the big one:
   `dW_i = (u_i^T @ du_hat_i)^T` (`[K, B] @ [B, JD]`). Left to autodiff, XLA:CPU
   ran `du_hat_i^T @ u_i`, contracting both operands over their leading
-  axis, at ~20 GFLOP/s (15-19 ms a training step at batch 128). Like
+  axis, far below its matmul speed (docs/performance.md). Like
   `conv.sliced_conv` it then supports reverse-mode differentiation only.
   """
   return _predictions(w, u)

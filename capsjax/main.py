@@ -11,7 +11,7 @@ run) ends the program with exit status 1 and one line, `error: ...`, that says
 what is wrong and how to fix it; the workdir is left as it was.
 
 All visible devices are used. For several hosts, run the same command on each
-with --distributed (see the README, "Multiple devices and hosts").
+with --distributed (see docs/multihost.md).
 """
 from absl import app
 from absl import flags

@@ -182,7 +182,8 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array],
     grads, metrics, batch_stats = grads_and_metrics(batch, rng)
   else:
     parts = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]), batch)
-    # Unrolled on purpose: as a lax.scan, XLA:CPU ran this step 10x slower.
+    # Unrolled on purpose: as a lax.scan, XLA:CPU ran this step far slower
+    # (docs/performance.md).
     total = None
     for t in range(n):
       out = grads_and_metrics(jax.tree.map(lambda x: x[:, t], parts),

@@ -11,10 +11,9 @@ weight 0.0005 x sum of squares (their 0.392 x mean over 784 pixels); Adam
 5e-4 decayed x0.97 every epoch; batch 16.
 
 As given, this trains on the embedded 5,000-digit sample (no network): 4,000
-train, 1,000 held out, 1,500 steps of 16 (6 epochs). Measured: 98.2%
-held-out accuracy (CapsNet quickstart: 97.8%) in 1 min 28 s of wall time
-on the 2-core AMD EPYC development machine (the quickstart then: 2 min 33 s;
-both measured before the speed-ups of the README's Performance section).
+train, 1,000 held out, 1,500 steps of 16 (6 epochs). Expected: 98.2%
+held-out accuracy (CapsNet quickstart: 97.8%; wall times:
+docs/performance.md).
 
 The paper's setup, 99.74% MNIST test accuracy (0.26% error, mean of their
 runs), is 150 epochs of the 60,000 MNIST digits: the `mnist` argument sets

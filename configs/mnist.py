@@ -92,11 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv_impl = 'auto'
   # PrimaryCaps matmul inputs: 'auto' is bfloat16 on CPUs with AVX512-BF16
   # or AMX and on GPU/TPU (products still accumulate in float32), where it is
-  # faster at the same accuracy (README, Performance), and float32 elsewhere.
+  # faster at the same accuracy (docs/performance.md), and float32 elsewhere.
   # 'float32' everywhere: --config.model.compute_dtype=float32.
   config.model.compute_dtype = 'auto'
   # 'full' | 'chunked': 'chunked' never holds u_hat whole (large
-  # inputs or many classes; README, Performance), routing_chunk input
+  # inputs or many classes; docs/performance.md), routing_chunk input
   # capsules at a time.
   config.model.routing_memory = 'full'
   config.model.routing_chunk = 8

@@ -384,18 +384,18 @@ def test_workdir_without_config_or_checkpoint_is_a_one_line_error(tmp_path):
   assert not (tmp_path / 'figures').exists()
 
 
-def test_readme_sweep_command_and_gallery():
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    readme = f.read()
-  section = readme.split('## Sweep routing iterations (Table 1)\n')[1]
+def test_docs_sweep_command_and_gallery():
+  with open(os.path.join(ROOT, 'docs', 'experiments.md')) as f:
+    page = f.read()
+  section = page.split('## Sweep routing iterations (Table 1)\n')[1]
   command = re.search(r'```bash\n(.*?)```', section, re.S).group(1)
   assert command.startswith('python experiments/routing_sweep.py ')
   defined = flags.FlagValues()
   routing_sweep.define_flags(defined)
   for flag in re.findall(r'--(\w+)[.=]', command):
     assert flag in defined, flag
-  gallery = readme.split('## Gallery\n')[1].split('\n## ', 1)[0]
-  shown = re.findall(r'\(docs/gallery/(\w+)\.png\)', gallery)
+  gallery = page.split('## Gallery\n')[1].split('\n## ', 1)[0]
+  shown = re.findall(r'\(gallery/(\w+)\.png\)', gallery)
   assert sorted(shown) == sorted(EXPECTED_PNG_SIZES)
   for name in shown:
     path = os.path.join(ROOT, 'docs', 'gallery', f'{name}.png')

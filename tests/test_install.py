@@ -17,7 +17,8 @@ from test_readme import fenced_block
 # What the extras add and the plain install must not pull in.
 HEAVY = ('tensorflow', 'tensorflow-cpu', 'tensorflow-datasets')
 
-# Appended to the README's snippet: what it computed, for the test to check.
+# Appended to docs/routing.md's snippet: what it computed, for the test to
+# check.
 REPORT = '''
 import json as _json
 import numpy as _np
@@ -54,8 +55,8 @@ def test_plain_install_runs_the_routing_snippet_without_tensorflow(tmp_path):
   assert not installed & set(HEAVY), sorted(installed & set(HEAVY))
 
   snippet = tmp_path / 'snippet.py'
-  snippet.write_text(fenced_block('Use the routing in your own model',
-                                  'python') + REPORT)
+  snippet.write_text(fenced_block(
+      'docs/routing.md', '## Use the routing in your own model') + REPORT)
   out = run([python, str(snippet)], cwd=tmp_path, timeout=600)
   lines = out.strip().splitlines()
   assert lines[0] == '(3, 1152, 10)'  # the snippet's own print
