@@ -250,7 +250,6 @@ def record(name: str, plan_entry: dict, workdir: str,
 
 
 def main(argv):
-  cli.setup()
   with cli.user_errors_exit():
     if len(argv) < 2 or argv[1] not in ('list', 'run'):
       raise errors.ConfigError('pass a command: record.py list, or '
@@ -263,6 +262,7 @@ def main(argv):
     if len(argv) < 3:
       raise errors.ConfigError('record.py run needs the experiment\'s NAME '
                                '(record.py list shows them).')
+    cli.setup()
     name, extra = argv[2], argv[3:]
     if extra and extra[0] == '--':
       extra = extra[1:]

@@ -35,7 +35,7 @@ FIGURES = 'results'  # beside the page
 REQUIRED = ('name', 'table', 'row', 'scale', 'reference', 'command', 'args',
             'invocations', 'summary', 'evaluations')
 SUMMARY_FIELDS = ('test_accuracy', 'test_error_pct', 'num_params', 'steps',
-                  'train_images_per_s', 'wall_s', 'train_examples')
+                  'train_images_per_s', 'wall_s', 'dataset', 'test_examples')
 # Fixed so that the figures depend on the records only.
 _RC = {'svg.hashsalt': 'capsjax', 'font.family': 'DejaVu Sans',
        'figure.dpi': 100, 'savefig.dpi': 100}
@@ -129,7 +129,9 @@ def table_markdown(title: str, records: Sequence[dict]) -> str:
                 '(CPU, backend / commit, JAX):', '']
   lines += [f'- {r["row"]}: {_machines(r["invocations"])}' for r in records]
   lines += ['', 'Scale:', '']
-  lines += [f'- {r["row"]}: {r["scale"]}' for r in records]
+  lines += [f'- {r["row"]}: {r["summary"]["dataset"]}, '
+            f'{r["summary"]["test_examples"]:,} test images; {r["scale"]}'
+            for r in records]
   sources = sorted({(r['reference']['label'], r['reference']['source'])
                     for r in records if r['reference']})
   if sources:

@@ -41,7 +41,8 @@ def synthetic(name, table, row, accuracy, reference=None, steps=400):
       'summary': {'test_accuracy': accuracy, 'test_error_pct':
                   100 * (1 - accuracy), 'test_loss': 0.3, 'steps': steps,
                   'num_params': 6_804_470, 'train_images_per_s': 123.456,
-                  'wall_s': 987.6, 'train_examples': 4000},
+                  'wall_s': 987.6, 'train_examples': 4000,
+                  'dataset': 'embedded:mnist_5k', 'test_examples': 1000},
       'evaluations': evaluations,
   }
 
