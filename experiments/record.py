@@ -26,7 +26,6 @@ import os
 import platform
 import runpy
 import subprocess
-import sys
 from typing import Optional, Sequence
 
 from absl import app
