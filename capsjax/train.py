@@ -253,7 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The final TrainState and the summary dict also written to
     `WORKDIR/summary.json`: test_accuracy, test_error_pct, test_loss, steps,
     train_images_per_s, wall_s (both over all invocations of the run),
-    num_params, dataset.
+    num_params, dataset, train_examples (the size of its training split).
 
   Raises:
     errors.UserError: the config, data or workdir cannot work (checked before
@@ -437,6 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'wall_s': progress['wall_s'],
       'num_params': int(num_params),
       'dataset': dataset.name,
+      'train_examples': dataset.train.num_examples,
       'routing_iters': config.model.routing_iters,
       'seed': config.seed,
   }
