@@ -22,7 +22,6 @@ matched CapsNet on the expanded test set (99.22% vs 99.23%) and then reports
 79% (CapsNet) against 66% (CNN) on affNIST.
 """
 import csv
-import functools
 import io
 import os
 from typing import Sequence
@@ -30,8 +29,6 @@ from typing import Sequence
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import jax.numpy as jnp
 import matplotlib
 matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -41,7 +38,7 @@ import numpy as np
 from capsjax import cli
 from capsjax import data
 from capsjax import errors
-from capsjax import trained
+from capsjax import runs
 from capsjax import workdir as workdir_lib
 from capsjax.data import affine
 
@@ -53,18 +50,9 @@ COLUMNS = ('model', 'workdir', 'steps', 'clean_accuracy', 'affine_accuracy',
            'clean_examples', 'affine_examples')
 
 
-def predict(run: trained.TrainedRun, images: np.ndarray) -> np.ndarray:
+def predict(run: runs.Run, images: np.ndarray) -> np.ndarray:
   """`[N]` predicted classes of uint8 `images: [N, H, W, C]`."""
-  apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
-  out = []
-  for start in range(0, len(images), EVAL_BATCH):
-    chunk = data.to_float(images[start:start + EVAL_BATCH])
-    rows = len(chunk)
-    # A fixed batch shape: one compilation.
-    chunk = np.pad(chunk, ((0, EVAL_BATCH - rows),) + ((0, 0),) * 3)
-    scores = apply({'params': run.params}, jnp.asarray(chunk)).scores
-    out.append(np.asarray(jnp.argmax(scores, -1))[:rows])
-  return np.concatenate(out)
+  return np.argmax(run.apply(images, batch_size=EVAL_BATCH).scores, -1)
 
 
 def source_test_split(config: ml_collections.ConfigDict) -> data.Split:
@@ -74,24 +62,25 @@ def source_test_split(config: ml_collections.ConfigDict) -> data.Split:
   return data.load(dataset_config).test
 
 
-def affine_set(runs: Sequence[trained.TrainedRun], affnist_dir: str | None,
+def affine_set(trained_runs: Sequence[runs.Run], affnist_dir: str | None,
                num_examples: int, seed: int):
   """`(images [N, 40, 40, 1] uint8, labels [N], description)`."""
   if affnist_dir:
     return affine.load_affnist(affnist_dir)
-  test = source_test_split(runs[0].config)
+  test = source_test_split(trained_runs[0].config)
   count = min(num_examples, test.num_examples)
   images, _ = affine.generate(test.images[:count], seed)
   ranges = ', '.join(f'{k} {lo:g}..{hi:g}'
                      for k, (lo, hi) in affine.AFFNIST_RANGES.items())
   return (images, test.labels[:count],
-          f'generated from {runs[0].dataset.name.split(":", 1)[-1]} test, '
+          f'generated from '
+          f'{trained_runs[0].dataset.name.split(":", 1)[-1]} test, '
           f'seed {seed} ({count} images; {ranges}; translation within the '
           f'canvas)')
 
 
-def check_runs(runs: Sequence[trained.TrainedRun]) -> None:
-  for run in runs:
+def check_runs(trained_runs: Sequence[runs.Run]) -> None:
+  for run in trained_runs:
     if run.dataset.image_shape != (affine.AFFNIST_SIZE, affine.AFFNIST_SIZE,
                                    1) or run.dataset.pairs:
       raise errors.ConfigError(
@@ -115,19 +104,19 @@ def evaluate(workdirs: Sequence[str], out: str | None = None,
   if not workdirs:
     raise errors.ConfigError('--workdirs is empty; pass W1,W2,... of runs '
                              'trained with --config.dataset.canvas_size=40.')
-  runs = [trained.load(w) for w in workdirs]
-  check_runs(runs)
-  images, labels, description = affine_set(runs, affnist_dir, num_examples,
+  loaded = [runs.load(w) for w in workdirs]
+  check_runs(loaded)
+  images, labels, description = affine_set(loaded, affnist_dir, num_examples,
                                            seed)
   out = os.path.abspath(out or os.path.join(
-      os.path.dirname(runs[0].workdir), 'affine_robustness'))
+      os.path.dirname(loaded[0].workdir), 'affine_robustness'))
   try:
     os.makedirs(out, exist_ok=True)
   except OSError as e:
     raise errors.ConfigError(f'cannot create {out} ({e.strerror}); pass a '
                              f'writable --out.') from None
   rows, predictions = [], []
-  for run in runs:
+  for run in loaded:
     clean = predict(run, run.dataset.test.images)
     predicted = predict(run, images)
     predictions.append(predicted)

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from capsjax import cli
 from capsjax import data
 from capsjax import errors
-from capsjax import trained
+from capsjax import runs
 from capsjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
@@ -47,7 +47,7 @@ def epoch_accuracies(workdir: str) -> list[dict]:
   Raises:
     errors.ConfigError: the workdir has no config.json or no test metrics.
   """
-  config = trained.read_config(workdir)
+  config = runs.read_config(workdir)
   train_examples = data.load(config.dataset).train.num_examples
   steps_per_epoch = train_examples // config.batch_size
   path = workdir_lib.path(workdir, workdir_lib.METRICS)

@@ -33,7 +33,6 @@ paper's Figure 5:
                                   reconstructed from the two longest
                                   capsules, one in red and one in green
 """
-import functools
 import io
 import os
 from typing import Optional, Sequence
@@ -54,7 +53,7 @@ from capsjax import data
 from capsjax import errors
 from capsjax import layers
 from capsjax import models
-from capsjax import trained
+from capsjax import runs
 from capsjax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
@@ -83,16 +82,16 @@ NUM_MULTIMNIST_EXAMPLES = 8
 # --------------------------------------------------------------- the model --
 
 
-def forward(run: trained.TrainedRun, images: np.ndarray, *,
-            reconstruct: bool = True,
+def forward(run: runs.Run, images: np.ndarray, *, reconstruct: bool = True,
             return_couplings: bool = False) -> models.CapsNetOutput:
-  """The model on float `images: [B, H, W, C]`, decoder masked by prediction."""
-  apply = jax.jit(functools.partial(run.model.apply, reconstruct=reconstruct,
-                                    return_couplings=return_couplings))
-  return jax.device_get(apply(run.variables, jnp.asarray(images)))
+  """The model on uint8 `images: [B, H, W, C]` as the splits hold them
+  (`runs.Run.apply`: prepared as in evaluation, decoder masked by
+  prediction)."""
+  return run.apply(images, reconstruct=reconstruct,
+                   return_couplings=return_couplings)
 
 
-def decode(run: trained.TrainedRun, capsules: np.ndarray,
+def decode(run: runs.Run, capsules: np.ndarray,
            select: np.ndarray) -> np.ndarray:
   """The trained decoder: `capsules [B, K, D]`, `select [B]` -> `[B, H, W, C]`.
 
@@ -106,15 +105,9 @@ def decode(run: trained.TrainedRun, capsules: np.ndarray,
                           jnp.asarray(capsules), jnp.asarray(select)))
 
 
-def lengths_of_test_split(run: trained.TrainedRun) -> np.ndarray:
-  """The class capsules' lengths of every test example, `[N, K]`."""
-  apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
-  lengths = []
-  for batch in data.eval_batches(run.dataset.test,
-                                 run.config.eval_batch_size):
-    out = apply(run.variables, batch['image']).lengths
-    lengths.append(np.asarray(out)[batch['mask'] > 0])
-  return np.concatenate(lengths)
+def scores_of_test_split(run: runs.Run) -> np.ndarray:
+  """The class scores (capsule lengths) of every test example, `[N, K]`."""
+  return run.apply(run.dataset.test.images).scores
 
 
 def first_of_each_class(labels: np.ndarray, limit: int) -> np.ndarray:
@@ -146,7 +139,7 @@ def perturbation_batch(capsules: np.ndarray, select: int,
   return batch
 
 
-def dimension_grid(run: trained.TrainedRun, capsules: np.ndarray, select: int,
+def dimension_grid(run: runs.Run, capsules: np.ndarray, select: int,
                    deltas: Sequence[float] = DELTAS) -> np.ndarray:
   """Decoded `perturbation_batch`: `[D, n, H, W, C]` images."""
   batch = perturbation_batch(capsules, select, deltas)
@@ -392,12 +385,12 @@ def plot_multimnist(images, reconstructions, labels, decoded,
   _save(fig, path)
 
 
-def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
+def visualize_multimnist(run: runs.Run, out: str) -> dict[str, str]:
   """Figure 5 for a MultiMNIST CapsNet run; returns {name: path}."""
   test = run.dataset.test
   shown = first_of_each_class(test.labels[:, 0], NUM_MULTIMNIST_EXAMPLES)
   images = data.to_float(test.images[shown])
-  outputs = forward(run, images, reconstruct=True)
+  outputs = forward(run, test.images[shown], reconstruct=True)
   path = os.path.join(out, 'multimnist_reconstructions.png')
   plot_multimnist(images, np.asarray(outputs.reconstructions),
                   test.labels[shown], np.asarray(outputs.decoded), path)
@@ -405,7 +398,7 @@ def visualize_multimnist(run: trained.TrainedRun, out: str) -> dict[str, str]:
   return {'multimnist_reconstructions': path}
 
 
-def _confusion_matrix_and_log(run: trained.TrainedRun, predicted: np.ndarray,
+def _confusion_matrix_and_log(run: runs.Run, predicted: np.ndarray,
                               paths: dict[str, str]) -> dict[str, str]:
   """Draws the test split's confusion matrix, logs every figure, returns paths."""
   test = run.dataset.test
@@ -430,7 +423,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
     errors.ConfigError: the workdir has no config.json or no checkpoint, or
       `out` cannot be written.
   """
-  run = trained.load(workdir)
+  run = runs.load(workdir)
   figures = models.spec(run.config.model).figures
   if figures is None:
     drawn = [name for name, entry in models.MODELS.items() if entry.figures]
@@ -453,7 +446,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
   images = data.to_float(test.images[chosen])
   reconstruct = run.config.loss.reconstruction_weight > 0
-  outputs = forward(run, images, reconstruct=reconstruct,
+  outputs = forward(run, test.images[chosen], reconstruct=reconstruct,
                     return_couplings=True)
   predicted = np.argmax(outputs.lengths, -1)
   labels = test.labels[chosen]
@@ -483,7 +476,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
       f'{run.model.routing} routing: couplings of test example {chosen[0]} to '
       f'its winning class ({num_iters} iteration(s))', paths['couplings'])
 
-  lengths = lengths_of_test_split(run)
+  lengths = scores_of_test_split(run)
   all_predicted = np.argmax(lengths, -1)
   wrong = np.flatnonzero(all_predicted != test.labels)
   # A few examples, one per class, and the first mistake if there is one.
@@ -499,20 +492,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
 # ------------------------------------------------------- matrix capsules --
 
 
-def scores_of_test_split(run: trained.TrainedRun) -> np.ndarray:
-  """`scores` of every test example, `[N, K]`, preprocessed as in training."""
-  apply = jax.jit(functools.partial(run.model.apply, reconstruct=False))
-  scores = []
-  for batch in data.eval_batches(
-      run.dataset.test, run.config.eval_batch_size,
-      preprocessing=data.Preprocessing.from_config(run.config.dataset,
-                                                   run.dataset)):
-    out = apply({'params': run.params}, batch['image']).scores
-    scores.append(np.asarray(out)[batch['mask'] > 0])
-  return np.concatenate(scores)
-
-
-def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
+def visualize_em(run: runs.Run, out: str) -> dict[str, str]:
   """The figures of a matrix capsule network with EM routing (no decoder).
 
     em_assignments.png  one test example's EM assignments R of the class
@@ -525,17 +505,15 @@ def visualize_em(run: trained.TrainedRun, out: str) -> dict[str, str]:
     Figure name -> path of each PNG written to `out`.
   """
   test = run.dataset.test
-  preprocessing = data.Preprocessing.from_config(run.config.dataset,
-                                                 run.dataset)
-  crop_only = data.Preprocessing(crop_size=preprocessing.crop_size)
+  crop_only = data.Preprocessing(crop_size=run.preprocessing.crop_size)
   paths = {name: os.path.join(out, f'{name}.png')
            for name in ('em_assignments', 'em_activations',
                         'confusion_matrix')}
   chosen = first_of_each_class(test.labels, MAX_CLASSES_SHOWN)
   # Shown as cropped pixels; the model sees them standardised too.
   shown_images = data.eval_images(test.images[chosen], crop_only)
-  outputs = forward(run, data.eval_images(test.images[chosen], preprocessing),
-                    reconstruct=False, return_couplings=True)
+  outputs = forward(run, test.images[chosen], reconstruct=False,
+                    return_couplings=True)
   predicted = np.argmax(outputs.scores, -1)
   grid = run.model.capsule_grid()
   plot_couplings(

@@ -13,6 +13,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from capsjax import train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A CapsNet of the paper's shape with few channels: a few seconds a run.
@@ -85,3 +87,42 @@ def assert_one_line_data_error(excinfo, *fragments):
   assert '\n' not in message, message
   for fragment in fragments:
     assert fragment in message, message
+
+
+# Each model of the registry, shrunk, from its shipped config, trained on the
+# embedded sample: the workdirs that reload, predict and figure tests share.
+# The EM network keeps a crop and per-image standardization, so a reloaded
+# run's preprocessing is exercised.
+_EMBEDDED = {'dataset.source': 'embedded', 'dataset.name': 'mnist_5k'}
+TINY_RUNS = {
+    'capsnet': ('quickstart', SMALL_MODEL),
+    'baseline_cnn': ('baseline_mnist', {
+        **_EMBEDDED, 'model.cnn_channels': (4,), 'model.cnn_hidden': (8,)}),
+    'efficient_capsnet': ('efficient_capsnet', {
+        'model.conv_channels': (4, 8, 8, 16), 'model.primary_dim': 4,
+        'model.digit_dim': 6, 'model.decoder_hidden': (16, 32)}),
+    'matrix_capsnet_em': ('smallnorb_em', {
+        **_EMBEDDED, 'dataset.read_size': 0, 'dataset.crop_size': 24,
+        'model.conv1_channels': 4, 'model.primary_types': 2,
+        'model.convcaps1_types': 2, 'model.convcaps2_types': 2,
+        'model.routing_iters': 2, 'loss.spread_margin_steps': 2}),
+}
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """`tiny_run(name) -> (workdir, summary)`: `TINY_RUNS[name]` trained 2
+  steps, once per test session."""
+  done = {}
+
+  def get(name):
+    if name not in done:
+      config_name, overrides = TINY_RUNS[name]
+      config = load_config(config_name, **{**SMALL_RUN, **overrides,
+                                            'num_train_steps': 2})
+      workdir = str(tmp_path_factory.mktemp(f'tiny_{name}'))
+      _, summary = train.train_and_evaluate(config, workdir)
+      done[name] = (workdir, summary)
+    return done[name]
+
+  return get

@@ -15,8 +15,8 @@ from conftest import load_config
 from conftest import small_config
 from capsjax import errors
 from capsjax import models
+from capsjax import runs
 from capsjax import train
-from capsjax import trained
 
 
 
@@ -25,9 +25,9 @@ visualize = load_script('visualize')
 
 def check_couplings_figure(workdir, num_iters):
   """visualize.py draws the run's routing coefficients, one panel per pass."""
-  run = trained.load(str(workdir))
-  images = run.dataset.test.images[:2] / np.float32(255)
-  out = visualize.forward(run, images, return_couplings=True)
+  run = runs.load(str(workdir))
+  out = visualize.forward(run, run.dataset.test.images[:2],
+                          return_couplings=True)
   assert out.couplings.shape[:2] == (2, num_iters)
   assert out.couplings.shape[3] == 10
   np.testing.assert_allclose(out.couplings.sum(-1), 1.0, rtol=1e-5)
@@ -153,7 +153,7 @@ def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   assert np.isfinite(summary['test_loss'])
   assert 0.0 <= summary['test_accuracy'] <= 1.0
   assert summary['dataset'] == 'embedded:mnist_5k'
-  run = trained.load(str(tmp_path))
+  run = runs.load(str(tmp_path))
   assert run.step == 4
   for a, b in zip(jax.tree.leaves(run.batch_stats),
                   jax.tree.leaves(state.batch_stats)):
@@ -171,7 +171,7 @@ def test_capsnet_with_vector_routing_end_to_end(tmp_path, routing):
   _, summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 4
   assert np.isfinite(summary['test_loss'])
-  run = trained.load(str(tmp_path))
+  run = runs.load(str(tmp_path))
   expected = {'self_attention': {'kernel', 'log_prior'},
               'inverted_dot_product': {'kernel', 'norm_scale',
                                        'norm_offset'}}[routing]

@@ -19,8 +19,8 @@ import pytest
 from capsjax import errors
 from capsjax import layers
 from capsjax import losses
+from capsjax import runs
 from capsjax import train
-from capsjax import trained
 from conftest import load_script
 from conftest import load_config
 from conftest import ROOT
@@ -312,11 +312,11 @@ def test_loaded_run_reproduces_its_test_loss(sweep_dir):
   # Without reconstruction the test loss is the mean margin loss, so the
   # restored parameters and the model must be exactly the trained ones.
   workdir = sweep_dir / 'iters1_recon-off_seed0'
-  run = trained.load(str(workdir))
+  run = runs.load(str(workdir))
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert run.step == 2 and run.model.routing_iters == 1
-  lengths = visualize.lengths_of_test_split(run)
+  lengths = visualize.scores_of_test_split(run)
   labels = run.dataset.test.labels
   assert lengths.shape == (50, 10)
   assert np.mean(losses.margin_loss(lengths, labels)) == pytest.approx(
@@ -340,9 +340,8 @@ def test_perturbation_batch_changes_one_dimension_by_each_delta():
 
 
 def test_figure_4_grid_is_16_dimensions_by_11_decoded_images(sweep_dir):
-  run = trained.load(str(sweep_dir / 'iters2_recon-on_seed0'))
-  image = visualize.to_float(run.dataset.test.images[:1])
-  out = visualize.forward(run, image)
+  run = runs.load(str(sweep_dir / 'iters2_recon-on_seed0'))
+  out = visualize.forward(run, run.dataset.test.images[:1])
   predicted = int(out.lengths[0].argmax())
   grid = visualize.dimension_grid(run, out.capsules[0], predicted)
   assert grid.shape == (16, 11, 28, 28, 1)
@@ -371,7 +370,7 @@ def test_figure_4_grid_is_16_dimensions_by_11_decoded_images(sweep_dir):
 
 def test_workdir_without_config_or_checkpoint_is_a_one_line_error(tmp_path):
   with pytest.raises(errors.ConfigError, match='does not exist'):
-    trained.load(str(tmp_path / 'missing'))
+    runs.load(str(tmp_path / 'missing'))
   with pytest.raises(errors.ConfigError) as e:
     visualize.visualize(str(tmp_path))
   assert 'has no config.json' in str(e.value) and '\n' not in str(e.value)

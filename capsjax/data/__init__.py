@@ -28,6 +28,7 @@ from capsjax.data.dataset import describe_array
 from capsjax.data.dataset import Split
 from capsjax.data.images import image_files
 from capsjax.data.images import image_options
+from capsjax.data.images import image_paths
 from capsjax.data.images import ImageOptions
 from capsjax.data.images import read_image
 from capsjax.data.sources import load
@@ -44,6 +45,7 @@ __all__ = [
     'eval_images',
     'image_files',
     'image_options',
+    'image_paths',
     'load',
     'read_image',
     'to_float',

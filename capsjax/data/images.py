@@ -2,12 +2,13 @@
 prediction.
 
 The folder source reads every training image with `read_image`, and
-`prediction` reads new images with it, so a model sees new images exactly as
+`capsjax.runs.predict` reads new images with it, so a model sees new images exactly as
 it saw its training images. Pillow (the `train` extra) is imported only when
 an image is read.
 """
 import dataclasses
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -144,3 +145,35 @@ def image_files(directory: str) -> list[str]:
       if not name.startswith('.')
       and name.lower().endswith(IMAGE_EXTENSIONS)
       and os.path.isfile(os.path.join(directory, name)))
+
+
+def image_paths(args: Sequence[str]) -> list[str]:
+  """The files to classify: each file given, and every PNG/JPEG under each
+  directory given (recursively, sorted).
+
+  Raises:
+    errors.DataError: nothing given, a path that does not exist, or a
+      directory without images.
+  """
+  if not args:
+    raise errors.DataError(
+        'no images given; pass image files or directories after the flags, '
+        'e.g. python -m capsjax.predict --workdir=W digit.png.')
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      found = []
+      for root, dirs, _ in os.walk(arg):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found.extend(image_files(root))
+      if not found:
+        raise errors.DataError(
+            f'{arg} holds no PNG or JPEG images; pass image files or a '
+            f'directory of them.')
+      paths.extend(found)
+    elif os.path.isfile(arg):
+      paths.append(arg)
+    else:
+      raise errors.DataError(f'image {arg} does not exist; pass image files '
+                             f'or directories of them.')
+  return paths
