@@ -42,6 +42,19 @@ def write_atomic(file_path: str, write: Callable[[str], None]) -> None:
   os.replace(tmp, file_path)
 
 
+def write_figure(file_path: str, fig, **savefig_kwargs) -> None:
+  """Writes a matplotlib figure as PNG atomically, then closes it.
+
+  The PNG carries no 'Software' metadata (the matplotlib version), so the same
+  figure gives the same bytes on any machine.
+  """
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  savefig_kwargs.setdefault('metadata', {'Software': None})
+  write_atomic(file_path, lambda tmp: fig.savefig(tmp, format='png',
+                                                  **savefig_kwargs))
+  plt.close(fig)
+
+
 def write_text(file_path: str, text: str) -> None:
   """Writes `text` to `file_path` atomically."""
 

@@ -193,8 +193,7 @@ def plot_examples(images: np.ndarray, labels: np.ndarray,
   fig.suptitle('Predictions on affine-transformed digits: ' + '; '.join(
       f'{m + 1} = {name}' for m, name in enumerate(names)), fontsize=7)
   fig.tight_layout()
-  workdir_lib.write_atomic(path, lambda tmp: fig.savefig(tmp, format='png'))
-  plt.close(fig)
+  workdir_lib.write_figure(path, fig)
 
 
 def main(argv):

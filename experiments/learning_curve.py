@@ -89,8 +89,7 @@ def plot(rows: Sequence[dict], path: str, label: str,
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  workdir_lib.write_atomic(path, fig.savefig)
-  plt.close(fig)
+  workdir_lib.write_figure(path, fig)
 
 
 def main(argv):

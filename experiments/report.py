@@ -167,9 +167,7 @@ def plot(title: str, records: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    workdir_lib.write_atomic(path, lambda tmp: fig.savefig(
-        tmp, format='png', metadata={'Software': None}))
-    plt.close(fig)
+    workdir_lib.write_figure(path, fig)
 
 
 def render(results_dir: str = RESULTS_DIR, page: str = PAGE) -> list[str]:

@@ -472,12 +472,7 @@ def plot_results(rows: Sequence[dict], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  _save_figure(fig, path)
-
-
-def _save_figure(fig, path: str) -> None:
-  workdir_lib.write_atomic(path, fig.savefig)
-  plt.close(fig)
+  workdir_lib.write_figure(path, fig)
 
 
 def _lookup(tree: dict, field: str):
@@ -590,7 +585,7 @@ def plot_grid(rows: Sequence[dict], fields: Sequence[str], path: str) -> None:
   ax.set_title(', '.join(fields), fontsize=9)
   ax.grid(alpha=0.3, axis='x')
   fig.tight_layout()
-  _save_figure(fig, path)
+  workdir_lib.write_figure(path, fig)
 
 
 def write_results(sweep_dir: str,

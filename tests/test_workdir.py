@@ -2,10 +2,14 @@
 import json
 import os
 
+import matplotlib
 import pytest
 
 from capsjax import errors
 from capsjax import workdir
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_write_json_is_sorted_indented_and_reads_back(tmp_path):
@@ -100,3 +104,17 @@ def test_leader_that_cannot_write_still_reaches_the_barrier(tmp_path):
   with pytest.raises(errors.ConfigError, match='cannot write to workdir'):
     workdir.prepare(str(blocker / 'run'), wait=waited.append)
   assert waited == ['capsjax_workdir_prepared']
+
+
+def test_write_figure_is_byte_stable_and_closes_the_figure(tmp_path):
+  written = []
+  for name in ('a.png', 'b.png'):
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / name
+    workdir.write_figure(str(path), fig)
+    assert not plt.fignum_exists(fig.number)
+    written.append(path.read_bytes())
+  assert written[0].startswith(b'\x89PNG') and written[0] == written[1]
+  assert b'Software' not in written[0]
+  assert sorted(os.listdir(tmp_path)) == ['a.png', 'b.png']
