@@ -12,8 +12,11 @@ also holds a CRC-32 of the state's arrays: orbax notices truncated files and
 damaged indexes, but a flipped byte in the array data restores silently. A
 step directory that does not read back intact is moved to
 `checkpoints_corrupt/` and the next older checkpoint is used instead
-(`Checkpointer.restore_latest`).
+(`Checkpointer.restore_latest`). A save that fails for lack of space leaves
+only its temporary directory, so the previous checkpoint stays the latest,
+and raises `errors.DiskFullError`.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from capsjax import errors
 from capsjax import parallel
+from capsjax import workdir as workdir_lib
 
 # The key of the state's checksum in `meta`.
 _CHECKSUM = 'state_crc32'
@@ -46,6 +50,11 @@ def _checksum(state: Any) -> int:
       # to numpy) once restored.
       crc = zlib.crc32(repr(array.item()).encode(), crc)
   return crc
+
+
+def _directory_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, files in os.walk(path) for name in files)
 
 
 def _one_line(error: BaseException) -> str:
@@ -97,6 +106,7 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._is_leader = jax.process_index() == 0
+    self._saving = None  # (step, bytes of its arrays) of the last save.
     # Damaged checkpoints go next to, not into, the directory orbax scans.
     self.corrupt_directory = self.directory + '_corrupt'
     self._manager = ocp.CheckpointManager(
@@ -112,9 +122,42 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    """Starts saving `(state, meta)` as `step`.
+
+    Raises:
+      errors.DiskFullError: this or the previous (asynchronous) save ran out
+        of space; the newest complete checkpoint is intact.
+    """
     meta = dict(meta, **{_CHECKSUM: _checksum(state)})
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    # orbax's save waits for the previous one anyway; waiting here first
+    # makes a failure of that one name its own step.
+    self.wait_until_finished()
+    with self._disk_full_errors():
+      self._saving = step, sum(np.dtype(leaf.dtype).itemsize * np.size(leaf)
+                               for leaf in jax.tree.leaves(state))
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  @contextlib.contextmanager
+  def _disk_full_errors(self):
+    """Turns orbax's error for a full disk into `errors.DiskFullError`."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      # tensorstore raises ValueError, the metadata writes OSError.
+      if not workdir_lib.is_disk_full(e):
+        raise
+      step, num_bytes = self._saving or (None, None)
+      latest = self._manager.latest_step()
+      if latest is not None and latest != step:
+        # The complete one on disk: arrays are stored compressed.
+        num_bytes = _directory_bytes(os.path.join(self.directory,
+                                                  str(latest)))
+      kept = (f'checkpoint {latest} is intact and a rerun resumes from it'
+              if latest is not None and latest != step else
+              'no checkpoint was complete before it')
+      raise workdir_lib.disk_full_error(
+          self.directory, f'checkpoint {step}', num_bytes, kept) from None
 
   def restore(self, step: int, target: Any,
               model_config: Optional[dict] = None, *,
@@ -231,7 +274,13 @@ class Checkpointer:
         _one_line(error), target, fallback)
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last save is on disk.
+
+    Raises:
+      errors.DiskFullError: as `save`.
+    """
+    with self._disk_full_errors():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()

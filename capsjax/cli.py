@@ -30,11 +30,15 @@ def error_line(problem) -> str:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of orbax (several lines per checkpoint)."""
+  """Drops the INFO chatter of orbax (several lines per checkpoint), and the
+  tracebacks of its errors: the error reaches capsjax, which reports it (a
+  full disk as one line), and each of orbax's threads would print it again."""
 
   def filter(self, record):
-    return (record.levelno >= std_logging.WARNING
-            or '/orbax/' not in record.pathname)
+    if '/orbax/' not in record.pathname:
+      return True
+    record.exc_info, record.exc_text = None, None
+    return record.levelno >= std_logging.WARNING
 
 
 def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
