@@ -3,7 +3,10 @@
 A checkpoint is one step directory under `WORKDIR/checkpoints/` with two items:
 `state` (the TrainState pytree: step, params, optimizer state) and `meta` (JSON:
 the seed, batch size and dataset that fix the data order, the model config,
-and the time and images trained so far).
+the time and images trained so far, and the capsjax version that wrote it).
+A checkpoint another version wrote that does not restore raises
+`errors.VersionError` naming that version, rather than being taken for
+damage.
 
 A save writes `N.orbax-checkpoint-tmp/` and renames it to `N/` only when every
 file is written, so a process killed mid-save leaves no `N/`; the leftover
@@ -25,6 +28,7 @@ import zlib
 from typing import Any, Optional
 
 from absl import logging
+import capsjax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -33,8 +37,9 @@ from capsjax import errors
 from capsjax import parallel
 from capsjax import workdir as workdir_lib
 
-# The key of the state's checksum in `meta`.
+# The keys of the state's checksum and of the writer's version in `meta`.
 _CHECKSUM = 'state_crc32'
+_VERSION = 'capsjax_version'
 
 
 def _checksum(state: Any) -> int:
@@ -128,7 +133,8 @@ class Checkpointer:
       errors.DiskFullError: this or the previous (asynchronous) save ran out
         of space; the newest complete checkpoint is intact.
     """
-    meta = dict(meta, **{_CHECKSUM: _checksum(state)})
+    meta = dict(meta, **{_CHECKSUM: _checksum(state),
+                         _VERSION: capsjax.__version__})
     # orbax's save waits for the previous one anyway; waiting here first
     # makes a failure of that one name its own step.
     self.wait_until_finished()
@@ -175,7 +181,33 @@ class Checkpointer:
         changed since the checkpoint was written.
       errors.CheckpointCorruptError: if the restored arrays do not match the
         checksum saved with them.
+      errors.VersionError: another capsjax version wrote the checkpoint and
+        it does not restore (for any of the reasons above, or another).
     """
+    try:
+      return self._restore(step, target, model_config, sharding)
+    except Exception as e:  # pylint: disable=broad-except
+      written_by = self._written_by(step)
+      if written_by in (None, capsjax.__version__):
+        raise
+      raise errors.VersionError(
+          f'the checkpoint {os.path.join(self.directory, str(step))} was '
+          f'written by capsjax {written_by}, and this capsjax '
+          f'{capsjax.__version__} cannot restore it ({_one_line(e)}); '
+          f'install capsjax=={written_by} to use it, or pass a new '
+          f'--workdir.') from None
+
+  def _written_by(self, step: int) -> Optional[str]:
+    """The capsjax version in `step`'s meta; None if the meta does not read."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))['meta']
+    except Exception:  # pylint: disable=broad-except
+      return None
+    # Versions were recorded from 0.1.0 on, the only version before.
+    return meta.get(_VERSION, '0.1.0')
+
+  def _restore(self, step, target, model_config, sharding):
     path = os.path.join(self.directory, str(step))
     saved = _shapes(self._manager.item_metadata(step)['state'].tree)
     wanted = _shapes(target)
@@ -202,6 +234,7 @@ class Checkpointer:
                                          weak_type=a.weak_type), abstract)
     state = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))['state']
+    meta.pop(_VERSION, None)
     saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checksums
     if saved_checksum is not None and _checksum(state) != saved_checksum:
       raise errors.CheckpointCorruptError(
@@ -228,6 +261,8 @@ class Checkpointer:
     Raises:
       errors.CheckpointMismatchError: a checkpoint that reads but does not fit
         `target`; a config problem, not damage, so nothing falls back.
+      errors.VersionError: the newest checkpoint is another version's and
+        does not restore; not damage either.
       errors.CheckpointCorruptError: there are checkpoints but none reads; they are
         left where they are.
     """
@@ -236,7 +271,7 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, target, model_config,
                                    sharding=sharding)
-      except errors.CheckpointMismatchError:
+      except (errors.CheckpointMismatchError, errors.VersionError):
         raise
       except Exception as e:  # pylint: disable=broad-except
         # orbax and tensorstore raise ValueError, OSError, JSONDecodeError,

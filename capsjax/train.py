@@ -18,6 +18,7 @@ import ml_collections
 import optax
 import tqdm
 
+import capsjax
 from capsjax import checkpoints
 from capsjax import datasets
 from capsjax import errors
@@ -466,6 +467,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'dataset': dataset.name,
       'routing_iters': config.model.routing_iters,
       'seed': config.seed,
+      'capsjax_version': capsjax.__version__,
   }
   if is_writer:
     workdir_lib.write_json(summary_path, summary)

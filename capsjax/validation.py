@@ -8,11 +8,22 @@ workdir exactly as it was. Each error is one line naming the `--config.FIELD`
 to change.
 """
 import math
+import os
 
+import jax
+import jax.numpy as jnp
+
+from capsjax import checks
 from capsjax import datasets
 from capsjax import errors
 from capsjax import input_pipeline
 from capsjax import models
+
+# Far above any published use (1 to 3 dynamic, 3 EM iterations).
+MAX_ROUTING_ITERS = 100
+# Image sides and generated test sets that a host could hold in memory.
+MAX_IMAGE_SIZE = 4096
+MAX_GENERATED_EXAMPLES = 10**7
 
 
 def _is_int(value) -> bool:
@@ -66,6 +77,12 @@ def _check_composition(config) -> None:
   _int_at_least(config, 'dataset.canvas_size', 0, 40, ' (0 = off)')
   _int_at_least(config, 'dataset.multimnist_shift', 0, 4)
   _int_at_least(config, 'dataset.multimnist_test_size', 1, 10000)
+  # Generated in memory: bounded so that a typo is an error, not a crash.
+  checks.int_in(config.dataset.canvas_size, 'dataset.canvas_size', 0,
+                MAX_IMAGE_SIZE, 40)
+  checks.int_in(config.dataset.multimnist_test_size,
+                'dataset.multimnist_test_size', 1, MAX_GENERATED_EXAMPLES,
+                10000)
   dataset = config.dataset
   if dataset.multimnist and dataset.canvas_size:
     raise errors.ConfigError(
@@ -96,6 +113,8 @@ def check_config(config) -> None:
                'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
     _int_at_least(config, name, 1, 100)
   _int_at_least(config, 'seed', 0, 0)
+  # jax.random.key and numpy's generators take the seed as a 32-bit word.
+  checks.int_in(config.seed, 'seed', 0, 2**32 - 1, 0)
   _int_at_least(config, 'max_checkpoints_to_keep', 1, 2,
                 ' (resuming needs a checkpoint)')
   _int_at_least(config, 'lr_decay_steps', 1, 2000,
@@ -118,6 +137,10 @@ def check_config(config) -> None:
                                                'lambda_': 0.5}[name])
   _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
   _check_preprocess_and_spread(config)
+  if 'routing_iters' in config.model:
+    # Every iteration is traced and compiled: a huge count hangs the start.
+    checks.int_in(config.model.routing_iters, 'model.routing_iters', 1,
+                  MAX_ROUTING_ITERS, 3)
   models.create_model(config.model, None, 2)
 
 
@@ -125,6 +148,8 @@ def _check_preprocess_and_spread(config) -> None:
   dataset = config.dataset
   _int_at_least(config, 'dataset.crop_size', 0, 32, ' (0 = no crop)')
   _int_at_least(config, 'dataset.read_size', 0, 48, ' (0 = keep the size)')
+  checks.int_in(config.dataset.read_size, 'dataset.read_size', 0,
+                MAX_IMAGE_SIZE, 48)
   _number(config, 'dataset.brightness_delta', 0.0, math.inf, 0)
   _number(config, 'dataset.contrast_delta', 0.0, 0.99, 0)
   if not isinstance(dataset.standardize, bool):
@@ -168,7 +193,7 @@ def check_data(config, dataset):
         f'(0 = no crop).')
   try:
     # The model sees the images the input pipeline makes (cropped).
-    return models.create_model(
+    model = models.create_model(
         config.model,
         input_pipeline.output_image_shape(dataset.image_shape, crop_size),
         dataset.num_classes)
@@ -177,3 +202,36 @@ def check_data(config, dataset):
     raise errors.InputShapeError(
         f'{str(e).rstrip(".")} (--config.model.conv1_kernel, '
         f'--config.model.primary_kernel).') from None
+  _check_model_fits(config, model)
+  return model
+
+
+def _memory_bytes() -> int:
+  """The first device's memory, or the host's for the CPU."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return stats['bytes_limit']
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def _check_model_fits(config, model) -> None:
+  """Refuses model sizes whose parameters and Adam's two moments cannot fit
+  in memory, or whose array shapes overflow (found by tracing the init)."""
+  images = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.int32)
+  try:
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images, labels)
+  except (OverflowError, TypeError) as e:
+    raise errors.ConfigError(
+        f'config.model builds arrays too large to index ({type(e).__name__}: '
+        f'{" ".join(str(e).split())[:120]}); lower its sizes, e.g. '
+        f'--config.model.conv1_channels.') from None
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  # Parameters, gradients and Adam's two moments, in float32.
+  needed, available = 4 * 4 * num_params, _memory_bytes()
+  if needed > available:
+    raise errors.ConfigError(
+        f'config.model has {num_params:,} parameters, whose training state '
+        f'needs {needed / 2**30:.1f} GiB, more than the '
+        f'{available / 2**30:.1f} GiB of memory here; lower its sizes, e.g. '
+        f'--config.model.conv1_channels.')
