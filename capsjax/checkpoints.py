@@ -139,7 +139,7 @@ class Checkpointer:
     # makes a failure of that one name its own step.
     self.wait_until_finished()
     with self._disk_full_errors():
-      self._saving = step, sum(np.dtype(leaf.dtype).itemsize * np.size(leaf)
+      self._saving = step, sum(getattr(leaf, 'nbytes', 8)
                                for leaf in jax.tree.leaves(state))
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))

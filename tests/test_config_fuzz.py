@@ -197,7 +197,9 @@ def test_one_mutated_field_starts_or_is_one_error(name, finished_workdir,
     '--config.model.routing_iters=-1',
     '--config.dataset.source=nope',
     '--config.batch_size=abc',
-    '--config.model.decoder_hidden=()',
+    '--config.model.decoder_hidden=(8,0)',
+    '--config.seed=10000000000',
+    '--config.model.routing_iters=1000000000000',
 ])
 def test_the_command_line_refuses_with_one_line(finished_workdir, override):
   before = snapshot(finished_workdir)
