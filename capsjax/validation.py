@@ -80,6 +80,8 @@ def _check_composition(config) -> None:
   # Generated in memory: bounded so that a typo is an error, not a crash.
   checks.int_in(config.dataset.canvas_size, 'dataset.canvas_size', 0,
                 MAX_IMAGE_SIZE, 40)
+  checks.int_in(config.dataset.multimnist_shift, 'dataset.multimnist_shift',
+                0, MAX_IMAGE_SIZE, 4)
   checks.int_in(config.dataset.multimnist_test_size,
                 'dataset.multimnist_test_size', 1, MAX_GENERATED_EXAMPLES,
                 10000)
