@@ -139,11 +139,12 @@ def check_config(config) -> None:
                                                'lambda_': 0.5}[name])
   _number(config, 'loss.reconstruction_weight', 0.0, math.inf, 0.0005)
   _check_preprocess_and_spread(config)
+  models.create_model(config.model, None, 2)
   if 'routing_iters' in config.model:
-    # Every iteration is traced and compiled: a huge count hangs the start.
+    # After the model's own check of >= 1. Every iteration is traced and
+    # compiled: a huge count hangs the start.
     checks.int_in(config.model.routing_iters, 'model.routing_iters', 1,
                   MAX_ROUTING_ITERS, 3)
-  models.create_model(config.model, None, 2)
 
 
 def _check_preprocess_and_spread(config) -> None:
