@@ -210,8 +210,8 @@ def check_data(config, dataset):
 
 
 def _memory_bytes() -> int:
-  """The first device's memory, or the host's for the CPU."""
-  stats = jax.devices()[0].memory_stats() or {}
+  """This process's first device's memory, or the host's for the CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
   if 'bytes_limit' in stats:
     return stats['bytes_limit']
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
