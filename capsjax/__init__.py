@@ -9,6 +9,8 @@ The reusable pieces are pure JAX functions:
   inverted_dot_product_routing      capsjax.routing  (Tsai et al. 2020)
   margin_loss, reconstruction_loss  capsjax.losses   (Eq. 4, Section 4.1)
 """
+import importlib.metadata
+
 from capsjax.losses import margin_loss
 from capsjax.losses import reconstruction_loss
 from capsjax.ops import efficient_squash
@@ -18,7 +20,10 @@ from capsjax.routing import dynamic_routing
 from capsjax.routing import inverted_dot_product_routing
 from capsjax.routing import self_attention_routing
 
-__version__ = '0.1.0'
+try:
+  __version__ = importlib.metadata.version('capsjax')
+except importlib.metadata.PackageNotFoundError:  # A source tree, not installed.
+  __version__ = '0+unknown'
 
 __all__ = [
     'dynamic_routing',

@@ -3,7 +3,10 @@
 A checkpoint is one step directory under `WORKDIR/checkpoints/` with two items:
 `state` (the TrainState pytree: step, params, optimizer state) and `meta` (JSON:
 the seed, batch size and dataset that fix the data order, the model config,
-and the time and images trained so far).
+the time and images trained so far, and the capsjax version that wrote it).
+A checkpoint another version wrote that does not restore raises
+`errors.VersionError` naming that version, rather than being taken for
+damage.
 
 A save writes `N.orbax-checkpoint-tmp/` and renames it to `N/` only when every
 file is written, so a process killed mid-save leaves no `N/`; the leftover
@@ -12,8 +15,11 @@ also holds a CRC-32 of the state's arrays: orbax notices truncated files and
 damaged indexes, but a flipped byte in the array data restores silently. A
 step directory that does not read back intact is moved to
 `checkpoints_corrupt/` and the next older checkpoint is used instead
-(`Checkpointer.restore_latest`).
+(`Checkpointer.restore_latest`). A save that fails for lack of space leaves
+only its temporary directory, so the previous checkpoint stays the latest,
+and raises `errors.DiskFullError`.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -22,15 +28,18 @@ import zlib
 from typing import Any, Optional
 
 from absl import logging
+import capsjax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from capsjax import errors
 from capsjax import parallel
+from capsjax import workdir as workdir_lib
 
-# The key of the state's checksum in `meta`.
+# The keys of the state's checksum and of the writer's version in `meta`.
 _CHECKSUM = 'state_crc32'
+_VERSION = 'capsjax_version'
 
 
 def _checksum(state: Any) -> int:
@@ -46,6 +55,11 @@ def _checksum(state: Any) -> int:
       # to numpy) once restored.
       crc = zlib.crc32(repr(array.item()).encode(), crc)
   return crc
+
+
+def _directory_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, files in os.walk(path) for name in files)
 
 
 def _one_line(error: BaseException) -> str:
@@ -97,6 +111,7 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._is_leader = jax.process_index() == 0
+    self._saving = None  # (step, bytes of its arrays) of the last save.
     # Damaged checkpoints go next to, not into, the directory orbax scans.
     self.corrupt_directory = self.directory + '_corrupt'
     self._manager = ocp.CheckpointManager(
@@ -112,9 +127,43 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    meta = dict(meta, **{_CHECKSUM: _checksum(state)})
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    """Starts saving `(state, meta)` as `step`.
+
+    Raises:
+      errors.DiskFullError: this or the previous (asynchronous) save ran out
+        of space; the newest complete checkpoint is intact.
+    """
+    meta = dict(meta, **{_CHECKSUM: _checksum(state),
+                         _VERSION: capsjax.__version__})
+    # orbax's save waits for the previous one anyway; waiting here first
+    # makes a failure of that one name its own step.
+    self.wait_until_finished()
+    with self._disk_full_errors():
+      self._saving = step, sum(getattr(leaf, 'nbytes', 8)
+                               for leaf in jax.tree.leaves(state))
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  @contextlib.contextmanager
+  def _disk_full_errors(self):
+    """Turns orbax's error for a full disk into `errors.DiskFullError`."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      # tensorstore raises ValueError, the metadata writes OSError.
+      if not workdir_lib.is_disk_full(e):
+        raise
+      step, num_bytes = self._saving or (None, None)
+      latest = self._manager.latest_step()
+      if latest is not None and latest != step:
+        # The complete one on disk: arrays are stored compressed.
+        num_bytes = _directory_bytes(os.path.join(self.directory,
+                                                  str(latest)))
+      kept = (f'checkpoint {latest} is intact and a rerun resumes from it'
+              if latest is not None and latest != step else
+              'no checkpoint was complete before it')
+      raise workdir_lib.disk_full_error(
+          self.directory, f'checkpoint {step}', num_bytes, kept) from None
 
   def restore(self, step: int, target: Any,
               model_config: Optional[dict] = None, *,
@@ -132,7 +181,33 @@ class Checkpointer:
         changed since the checkpoint was written.
       errors.CheckpointCorruptError: if the restored arrays do not match the
         checksum saved with them.
+      errors.VersionError: another capsjax version wrote the checkpoint and
+        it does not restore (for any of the reasons above, or another).
     """
+    try:
+      return self._restore(step, target, model_config, sharding)
+    except Exception as e:  # pylint: disable=broad-except
+      written_by = self._written_by(step)
+      if written_by in (None, capsjax.__version__):
+        raise
+      raise errors.VersionError(
+          f'the checkpoint {os.path.join(self.directory, str(step))} was '
+          f'written by capsjax {written_by}, and this capsjax '
+          f'{capsjax.__version__} cannot restore it ({_one_line(e)}); '
+          f'install capsjax=={written_by} to use it, or pass a new '
+          f'--workdir.') from None
+
+  def _written_by(self, step: int) -> Optional[str]:
+    """The capsjax version in `step`'s meta; None if the meta does not read."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))['meta']
+    except Exception:  # pylint: disable=broad-except
+      return None
+    # Versions were recorded from 0.1.0 on, the only version before.
+    return meta.get(_VERSION, '0.1.0')
+
+  def _restore(self, step, target, model_config, sharding):
     path = os.path.join(self.directory, str(step))
     saved = _shapes(self._manager.item_metadata(step)['state'].tree)
     wanted = _shapes(target)
@@ -159,6 +234,7 @@ class Checkpointer:
                                          weak_type=a.weak_type), abstract)
     state = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))['state']
+    meta.pop(_VERSION, None)
     saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checksums
     if saved_checksum is not None and _checksum(state) != saved_checksum:
       raise errors.CheckpointCorruptError(
@@ -185,6 +261,8 @@ class Checkpointer:
     Raises:
       errors.CheckpointMismatchError: a checkpoint that reads but does not fit
         `target`; a config problem, not damage, so nothing falls back.
+      errors.VersionError: the newest checkpoint is another version's and
+        does not restore; not damage either.
       errors.CheckpointCorruptError: there are checkpoints but none reads; they are
         left where they are.
     """
@@ -193,7 +271,7 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, target, model_config,
                                    sharding=sharding)
-      except errors.CheckpointMismatchError:
+      except (errors.CheckpointMismatchError, errors.VersionError):
         raise
       except Exception as e:  # pylint: disable=broad-except
         # orbax and tensorstore raise ValueError, OSError, JSONDecodeError,
@@ -231,7 +309,13 @@ class Checkpointer:
         _one_line(error), target, fallback)
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last save is on disk.
+
+    Raises:
+      errors.DiskFullError: as `save`.
+    """
+    with self._disk_full_errors():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()

@@ -74,6 +74,14 @@ def int_at_least(value, field: str, minimum: int = 1, example=None, *,
   return operator.index(value)
 
 
+def int_in(value, field: str, low: int, high: int, example, *,
+           error=errors.ConfigError) -> int:
+  """`value` as an int if it is one in `[low, high]`."""
+  if not is_int(value) or not low <= value <= high:
+    _fail(error, field, f'an int in [{low}, {high}]', value, example)
+  return operator.index(value)
+
+
 def number_in(value, field: str, low: float, high: float, example, *,
               low_open: bool = False, high_open: bool = False,
               error=errors.ConfigError) -> float:

@@ -15,6 +15,11 @@ from absl import logging
 from capsjax import cpu_runtime
 from capsjax import errors
 
+# The exit status of a run stopped by SIGTERM or SIGINT after saving a
+# checkpoint: sysexits.h's EX_TEMPFAIL, "try again later", which no other
+# outcome uses (0 done, 1 `error:`, 2 bad usage, 128 + N killed by signal N).
+EXIT_PREEMPTED = 75
+
 # The options a multi-host run passes to jax.distributed.initialize().
 DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 
@@ -25,11 +30,15 @@ def error_line(problem) -> str:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of orbax (several lines per checkpoint)."""
+  """Drops the INFO chatter of orbax (several lines per checkpoint), and the
+  tracebacks of its errors: the error reaches capsjax, which reports it (a
+  full disk as one line), and each of orbax's threads would print it again."""
 
   def filter(self, record):
-    return (record.levelno >= std_logging.WARNING
-            or '/orbax/' not in record.pathname)
+    if '/orbax/' not in record.pathname:
+      return True
+    record.exc_info, record.exc_text = None, None
+    return record.levelno >= std_logging.WARNING
 
 
 def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
@@ -88,11 +97,15 @@ def check_distributed_flags(flag_values: flags.FlagValues) -> None:
 
 @contextlib.contextmanager
 def user_errors_exit():
-  """Turns an `errors.UserError` into `error: ...` and exit status 1."""
+  """Turns an `errors.UserError` into `error: ...` and exit status 1, and
+  `errors.Preempted` into `stopped: ...` and `EXIT_PREEMPTED`."""
   try:
     yield
   except errors.UserError as e:
     sys.exit(error_line(e))
+  except errors.Preempted as e:
+    print('stopped: ' + ' '.join(str(e).split()), file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
 
 
 def _unknown_field_message(error: Exception, argv: list[str]) -> str | None:

@@ -4,6 +4,9 @@ The command lines (`capsjax.main`, `experiments/*.py`) catch `UserError` and
 print its message as one line, `error: ...`, with exit status 1. Each message
 names what is wrong and the flag or file that fixes it. Anything else is a bug
 and keeps its traceback.
+
+`Preempted` is not a mistake: a run stopped on request (SIGTERM, SIGINT) with
+a checkpoint to resume from; the command lines exit with `cli.EXIT_PREEMPTED`.
 """
 
 
@@ -40,3 +43,15 @@ class CheckpointCorruptError(UserError, ValueError):
 
 class NonFiniteError(UserError, FloatingPointError):
   """Training produced a NaN or infinite loss, gradient or parameter."""
+
+
+class DiskFullError(UserError, OSError):
+  """A checkpoint or metrics file did not fit on the workdir's file system."""
+
+
+class VersionError(UserError, ValueError):
+  """A workdir written by a capsjax version this one cannot read."""
+
+
+class Preempted(Exception):
+  """Training stopped on a signal after saving a checkpoint; rerun to resume."""

@@ -7,8 +7,15 @@ Override any config field with --config.FIELD=VALUE, e.g.
 
 Every mistake a user can fix (a bad flag or config value, unusable data, a
 workdir that cannot be written, a checkpoint of another model, a diverged
-run) ends the program with exit status 1 and one line, `error: ...`, that says
-what is wrong and how to fix it; the workdir is left as it was.
+run, a full disk) ends the program with exit status 1 and one line, `error: ...`,
+that says what is wrong and how to fix it; a refused config leaves the workdir
+as it was.
+
+SIGTERM or SIGINT (preemption, Ctrl-C) stops training after the step in
+progress: a checkpoint and the metrics so far are saved, one line,
+`stopped: ...`, says the step and how to resume, and the exit status is 75
+(`cli.EXIT_PREEMPTED`). A second signal exits at once with 128 + its number;
+the newest complete checkpoint is kept. Rerunning the same command resumes.
 
 All visible devices are used. For several hosts, run the same command on each
 with --distributed (see docs/multihost.md).

@@ -84,8 +84,16 @@ class MetricWriter:
     record = {'step': int(step), 'split': split}
     record.update({k: v if math.isfinite(v) else None
                    for k, v in values.items()})
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    line = json.dumps(record) + '\n'
+    try:
+      self._jsonl.write(line)
+      self._jsonl.flush()
+    except OSError as e:
+      if not workdir_lib.is_disk_full(e):
+        raise
+      raise workdir_lib.disk_full_error(
+          self._workdir, workdir_lib.METRICS, len(line),
+          'the checkpoints are intact') from None
     writer = self._tb_writer(split)
     for name, value in values.items():
       writer.add_scalar(name, value, global_step=int(step))
@@ -96,5 +104,11 @@ class MetricWriter:
       writer.close()
     self._tb = {}
     if self._jsonl:
-      self._jsonl.close()
-      self._jsonl = None
+      jsonl, self._jsonl = self._jsonl, None
+      try:
+        jsonl.close()
+      except OSError as e:
+        # The write that failed already raised; a resumed run drops records
+        # after its checkpoint, cut lines included.
+        if not workdir_lib.is_disk_full(e):
+          raise

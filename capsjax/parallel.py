@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType
 from jax.sharding import Mesh
 import numpy as np
@@ -42,9 +43,18 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
 def wait_for_all_processes(name: str) -> None:
   """A barrier across the processes of a multi-host run; a no-op on one."""
   if jax.process_count() > 1:
-    # Imported here: single-process runs never need it.
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """True if `flag` is True on any process; on several, every one must call.
+
+  A blocking all-gather of one bool, so the processes agree on the value at
+  the same point of the program (e.g. the step a stop request takes effect).
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def create_mesh(devices: Optional[list[jax.Device]] = None) -> Mesh:

@@ -18,12 +18,14 @@ import ml_collections
 import optax
 import tqdm
 
+import capsjax
 from capsjax import checkpoints
 from capsjax import data
 from capsjax import errors
 from capsjax import metric_writers
 from capsjax import models
 from capsjax import parallel
+from capsjax import preemption
 from capsjax import validation
 from capsjax import workdir as workdir_lib
 
@@ -261,6 +263,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       fit.
     errors.NonFiniteError: a step's loss, gradient norm or parameter norm is
       NaN or infinite; raised before that state is logged or saved.
+    errors.DiskFullError: a checkpoint or metrics file did not fit; the
+      previous checkpoint is intact.
+    errors.Preempted: SIGTERM or SIGINT came during training (see
+      `capsjax.preemption`); the step in progress was finished, logged and
+      saved, and every process stopped at that step.
   """
   start_time = time.perf_counter()
   validation.check_config(config)
@@ -356,6 +363,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                   disable=not is_writer or None, dynamic_ncols=True,
                   desc='train')
   timed_since, timed_images = None, 0
+  stop_request = preemption.StopOnSignal().install()
+  stopped_at = None
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       state, metrics = train_step_fn(
@@ -372,9 +381,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         timed_images += config.batch_size
 
       last = step == config.num_train_steps
-      log_now = step % config.log_every_steps == 0 or last
+      # Every process polls at every step, so all stop at the same one.
+      stop = parallel.any_process(stop_request.requested) and not last
+      log_now = step % config.log_every_steps == 0 or last or stop
       eval_now = step % config.eval_every_steps == 0 or last
-      save_now = step % config.checkpoint_every_steps == 0 or last
+      save_now = step % config.checkpoint_every_steps == 0 or last or stop
       if not (log_now or eval_now or save_now):
         continue
       jax.block_until_ready(state)
@@ -410,12 +421,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      test_metrics['error_pct'])
       if save_now:
         ckpt.save(step, state, meta())
+      if stop:
+        stopped_at = step
+        break
       timed_since, timed_images = time.perf_counter(), 0
   finally:
     bar.close()
     batches.close()
     writer.close()
     ckpt.wait_until_finished()
+    stop_request.restore()
+
+  if stopped_at is not None:
+    ckpt.close()
+    cause = (stop_request.name if stop_request.requested else
+             'a signal to another process')
+    raise errors.Preempted(
+        f'{cause} at step {stopped_at} of {config.num_train_steps}: '
+        f'checkpoint {stopped_at} saved in {ckpt.directory}, metrics in '
+        f'{workdir_lib.path(workdir, workdir_lib.METRICS)}; rerun the same '
+        f'command to resume from step {stopped_at}.')
 
   final_step = int(state.step)
   if test_metrics is None:
@@ -440,6 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       'train_examples': dataset.train.num_examples,
       'routing_iters': config.model.routing_iters,
       'seed': config.seed,
+      'capsjax_version': capsjax.__version__,
   }
   if is_writer:
     workdir_lib.write_json(summary_path, summary)

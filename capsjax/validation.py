@@ -8,6 +8,10 @@ workdir exactly as it was. Each error is one line naming the `--config.FIELD`
 to change.
 """
 import math
+import os
+
+import jax
+import jax.numpy as jnp
 
 from capsjax import checks
 from capsjax import data
@@ -60,6 +64,8 @@ def check_config(config) -> None:
                'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
     _int_at_least(config, name, 1, 100)
   _int_at_least(config, 'seed', 0, 0)
+  # jax.random.key and numpy's generators take the seed as a 32-bit word.
+  checks.int_in(config.seed, 'seed', 0, 2**32 - 1, 0)
   _int_at_least(config, 'max_checkpoints_to_keep', 1, 2,
                 ' (resuming needs a checkpoint)')
   _int_at_least(config, 'lr_decay_steps', 1, 2000,
@@ -109,6 +115,39 @@ def check_data(config, dataset):
         'dataset with several classes or --config.dataset.multimnist=False.')
   preprocessing = data.Preprocessing.from_config(config.dataset, dataset)
   # The model sees the images the preprocessing makes (cropped).
-  return models.create_model(
+  model = models.create_model(
       config.model, preprocessing.output_shape(dataset.image_shape),
       dataset.num_classes)
+  _check_model_fits(model)
+  return model
+
+
+def _memory_bytes() -> int:
+  """This process's first device's memory, or the host's for the CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return stats['bytes_limit']
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def _check_model_fits(model) -> None:
+  """Refuses model sizes whose parameters and Adam's two moments cannot fit
+  in memory, or whose array shapes overflow (found by tracing the init)."""
+  images = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.int32)
+  try:
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images, labels)
+  except (OverflowError, TypeError) as e:
+    raise errors.ConfigError(
+        f'config.model builds arrays too large to index ({type(e).__name__}: '
+        f'{" ".join(str(e).split())[:120]}); lower its sizes, e.g. '
+        f'--config.model.conv1_channels.') from None
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  # Parameters, gradients and Adam's two moments, in float32.
+  needed, available = 4 * 4 * num_params, _memory_bytes()
+  if needed > available:
+    raise errors.ConfigError(
+        f'config.model has {num_params:,} parameters, whose training state '
+        f'needs {needed / 2**30:.1f} GiB, more than the '
+        f'{available / 2**30:.1f} GiB of memory here; lower its sizes, e.g. '
+        f'--config.model.conv1_channels.')

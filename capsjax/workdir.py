@@ -8,11 +8,14 @@
   WORKDIR/summary.json          the final test metrics and throughput
 
 Every file here is written to a temporary name and renamed into place, so a
-crash never leaves a half-written file behind. No JAX: the multi-host wait is
-passed in by the caller.
+crash never leaves a half-written file behind, and a full disk leaves the
+previous version in place (`errors.DiskFullError`, see `disk_full_error`). No
+JAX: the multi-host wait is passed in by the caller.
 """
+import errno
 import json
 import os
+import shutil
 from typing import Any, Callable, Optional
 
 from capsjax import errors
@@ -29,16 +32,68 @@ def path(workdir: str, name: str) -> str:
   return os.path.join(workdir, name)
 
 
+def is_disk_full(error: Optional[BaseException]) -> bool:
+  """Whether `error` or an exception it came from says the disk is full.
+
+  Python raises OSError(ENOSPC) (or EDQUOT, over quota); tensorstore, which
+  writes orbax's arrays, raises ValueError with the OS error in its text.
+  """
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
+                                                      errno.EDQUOT):
+      return True
+    if 'No space left on device' in str(error) or 'quota exceeded' in str(
+        error).lower():
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _mib(num_bytes: float) -> str:
+  return f'{num_bytes / 2**20:.1f} MiB'
+
+
+def disk_full_error(directory: str, what: str,
+                    needed_bytes: Optional[int] = None,
+                    kept: str = 'the files written before are intact'
+                    ) -> errors.DiskFullError:
+  """The one-line error for a write of `what` under `directory` that failed
+  for lack of space: the directory, the space needed and free, what is kept.
+  """
+  try:
+    free = f'{_mib(shutil.disk_usage(directory).free)} free now'
+  except OSError:
+    free = 'free space unknown'
+  needs = (f'needs about {_mib(needed_bytes)} free, {free}'
+           if needed_bytes is not None else free)
+  return errors.DiskFullError(
+      f'no space left on the device of {directory} while writing {what} '
+      f'({needs}); {kept}. Free space there and rerun the same command to '
+      f'resume.')
+
+
 def write_atomic(file_path: str, write: Callable[[str], None]) -> None:
   """Calls `write(tmp_path)`, then renames tmp_path to `file_path`.
 
   `write` writes the whole file at the path it is given; the suffix keeps the
   file's extension, so writers that infer a format from it (matplotlib,
   PIL) still work.
+
+  Raises:
+    errors.DiskFullError: the disk is full; the temporary file is removed
+      and the previous `file_path`, if any, is untouched.
   """
   root, ext = os.path.splitext(file_path)
   tmp = f'{root}.tmp{ext}'
-  write(tmp)
+  try:
+    write(tmp)
+  except OSError as e:
+    if not is_disk_full(e):
+      raise
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise disk_full_error(os.path.dirname(os.path.abspath(file_path)),
+                          os.path.basename(file_path)) from None
   os.replace(tmp, file_path)
 
 

@@ -1,5 +1,5 @@
 """Image files -> `[H, W, C] uint8` arrays: one reader for training and
-prediction.
+predictions.
 
 The folder source reads every training image with `read_image`, and
 `capsjax.runs.predict` reads new images with it, so a model sees new images exactly as

@@ -29,6 +29,9 @@ from capsjax.data.dataset import Split
 # The test overlays and placements are drawn with this seed, never the
 # training seed, so runs with different seeds are evaluated on the same set.
 TEST_SEED = 0
+# Bounds of the generated images and test sets a host can hold in memory.
+MAX_IMAGE_SIZE = 4096
+MAX_GENERATED_EXAMPLES = 10**7
 
 
 def check_config(dataset_config) -> None:
@@ -47,6 +50,13 @@ def check_config(dataset_config) -> None:
                       'dataset.multimnist_shift', 0, 4)
   checks.int_at_least(dataset_config.multimnist_test_size,
                       'dataset.multimnist_test_size', 1, 10000)
+  # Generated in memory: bounded so that a typo is an error, not a crash.
+  checks.int_in(canvas_size, 'dataset.canvas_size', 0, MAX_IMAGE_SIZE, 40)
+  checks.int_in(dataset_config.multimnist_shift, 'dataset.multimnist_shift',
+                0, MAX_IMAGE_SIZE, 4)
+  checks.int_in(dataset_config.multimnist_test_size,
+                'dataset.multimnist_test_size', 1, MAX_GENERATED_EXAMPLES,
+                10000)
   if multimnist and canvas_size:
     raise errors.ConfigError(
         'config.dataset.multimnist and canvas_size cannot be combined; set '

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 
+from capsjax import checks
 from capsjax import errors
 from capsjax import losses
 from capsjax.models import baseline_cnn
@@ -34,6 +35,10 @@ from capsjax.models.efficient_capsnet import EfficientCapsNet
 from capsjax.models.matrix_capsnet_em import matrix_grids
 from capsjax.models.matrix_capsnet_em import MatrixCapsNetEM
 from capsjax.models.matrix_capsnet_em import MatrixCapsOutput
+
+
+# Far above any published use (1 to 3 dynamic, 3 EM iterations).
+MAX_ROUTING_ITERS = 100
 
 
 def _no_rules(fields: dict) -> None:
@@ -118,6 +123,10 @@ def check(model_config) -> dict:
           f'{model_config.name!r} needs; add config.model.{field} (see '
           f'{entry.config}).')
     fields[field] = check_value(model_config[field], f'model.{field}')
+  if 'routing_iters' in fields:
+    # Every iteration is traced and compiled: a huge count hangs the start.
+    checks.int_in(fields['routing_iters'], 'model.routing_iters', 1,
+                  MAX_ROUTING_ITERS, 3)
   entry.check_fields(fields)
   return fields
 

@@ -16,6 +16,9 @@ from capsjax import errors
 from capsjax.data.dataset import Dataset
 from capsjax.data.dataset import Split
 
+# The largest `read_size`: images are resized in memory.
+MAX_READ_SIZE = 4096
+
 # Said in every "cannot get the data" message: the offline alternatives.
 _OFFLINE_ALTERNATIVES = (
     'use --config.dataset.source=idx --config.dataset.directory=DIR '
@@ -196,6 +199,9 @@ def _tfds_feature_options(config, error=errors.DataError
   read_size = checks.int_at_least(
       checks.field(config, 'read_size'), 'dataset.read_size', 0, 0,
       why=' (0 = keep the size)', error=error)
+  # Resized in memory: bounded so that a typo is an error, not a crash.
+  checks.int_in(read_size, 'dataset.read_size', 0, MAX_READ_SIZE, 48,
+                error=error)
   return image_key, label_key, read_size
 
 
