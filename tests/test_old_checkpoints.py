@@ -53,7 +53,7 @@ def test_the_workdir_records_the_version_that_wrote_it(old_workdir):
 
 
 def test_an_old_workdir_resumes(old_workdir):
-  config = trained.read_config(str(old_workdir))
+  config = runs.read_config(str(old_workdir))
   start = runs.load(str(old_workdir)).step
   config.num_train_steps = start + 2
   _, summary = train.train_and_evaluate(config, str(old_workdir))
@@ -88,7 +88,7 @@ def rewrite_version(workdir, version):
 def test_a_checkpoint_another_version_wrote_that_does_not_fit_names_it(
     old_workdir):
   rewrite_version(old_workdir, '0.0.1')
-  config = trained.read_config(str(old_workdir))
+  config = runs.read_config(str(old_workdir))
   config.model.digit_dim = 5  # As if that version had laid out the arrays so.
   config.num_train_steps = 100
   with pytest.raises(errors.VersionError) as e:
@@ -106,7 +106,7 @@ def test_a_damaged_checkpoint_of_this_version_is_still_damage(old_workdir):
   for path in glob.glob(str(old_workdir / 'checkpoints' / '*' / 'state' /
                             '**' / 'd' / '*'), recursive=True):
     os.truncate(path, os.path.getsize(path) // 2)
-  config = trained.read_config(str(old_workdir))
+  config = runs.read_config(str(old_workdir))
   config.num_train_steps = 100
   with pytest.raises(errors.CheckpointCorruptError):
     train.train_and_evaluate(config, str(old_workdir))
