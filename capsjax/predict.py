@@ -16,7 +16,6 @@ with one line, `error: ...`, and exit status 1.
 """
 import json
 import sys
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -33,41 +32,18 @@ flags.DEFINE_string('save_reconstructions', None, 'Directory to write each '
 flags.mark_flags_as_required(['workdir'])
 
 
-def _label(entry: dict[str, Any]) -> str:
-  if entry['name'] is None:
-    return str(entry['class'])
-  return f'{entry["name"]} (class {entry["class"]})'
-
-
-def format_text(result: dict[str, Any]) -> str:
-  """The human-readable report of `predict`'s result, one block per image."""
-  names = result['class_names']
-  lines = [f'{result["workdir"]} at step {result["step"]} '
-           f'({result["dataset"]}); scores per class are the model\'s '
-           f'(capsule lengths for a CapsNet):']
-  for p in result['predictions']:
-    top = ', '.join(f'{_label(t)} {t["score"]:.3f}' for t in p['top'])
-    lines.append(f'{p["image"]}: {_label(p["predicted"])}; top-2: {top}')
-    lines.append('  scores: ' + ', '.join(
-        f'{names[k] if names else k} {s:.3f}'
-        for k, s in enumerate(p['scores'])))
-    if p['reconstruction']:
-      lines.append(f'  reconstruction: {p["reconstruction"]}')
-  return '\n'.join(lines) + '\n'
-
-
 def main(argv):
   cli.setup()
   # Imported after setup: the XLA flags must be set before JAX starts.
   from capsjax import runs  # pylint: disable=g-import-not-at-top
   with cli.user_errors_exit():
     result = runs.predict(FLAGS.workdir, argv[1:],
-                                save_reconstructions=FLAGS.save_reconstructions)
+                          save_reconstructions=FLAGS.save_reconstructions)
   if FLAGS.json:
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write('\n')
   else:
-    sys.stdout.write(format_text(result))
+    sys.stdout.write(runs.format_text(result))
 
 
 if __name__ == '__main__':

@@ -329,3 +329,26 @@ def predict(workdir: str, args: Sequence[str], *,
           'dataset': run.dataset.name,
           'class_names': list(names) if names else None,
           'predictions': predictions}
+
+
+def _label(entry: dict[str, Any]) -> str:
+  if entry['name'] is None:
+    return str(entry['class'])
+  return f'{entry["name"]} (class {entry["class"]})'
+
+
+def format_text(result: dict[str, Any]) -> str:
+  """The human-readable report of `predict`'s result, one block per image."""
+  names = result['class_names']
+  lines = [f'{result["workdir"]} at step {result["step"]} '
+           f'({result["dataset"]}); scores per class are the model\'s '
+           f'(capsule lengths for a CapsNet):']
+  for p in result['predictions']:
+    top = ', '.join(f'{_label(t)} {t["score"]:.3f}' for t in p['top'])
+    lines.append(f'{p["image"]}: {_label(p["predicted"])}; top-2: {top}')
+    lines.append('  scores: ' + ', '.join(
+        f'{names[k] if names else k} {s:.3f}'
+        for k, s in enumerate(p['scores'])))
+    if p['reconstruction']:
+      lines.append(f'  reconstruction: {p["reconstruction"]}')
+  return '\n'.join(lines) + '\n'

@@ -10,7 +10,7 @@ metadata (kernel, language) and records no timings, so that a rerun changes
 only what the cells print and draw. With --gallery (default docs/gallery) the
 tour also saves its two gallery figures there. --small runs the shrunk
 setting CI executes (CAPSJAX_TOUR_SMALL=1), for trying the command out; a
-notebook made that way is refused by tests/test_tour.py.
+notebook made that way is refused by tests/experiments/test_make_tour.py.
 
 Needs the `dev` extra (nbclient, nbformat, ipykernel, matplotlib).
 """

@@ -13,7 +13,6 @@ import PIL.Image
 
 from conftest import ROOT
 
-from capsjax import predict
 from capsjax import runs
 
 
@@ -58,7 +57,7 @@ def test_text_output_names_each_image_and_its_class(tiny_run, tmp_path):
   proc = _predict(f'--workdir={workdir}', path)
   assert proc.returncode == 0, proc.stderr
   result = runs.predict(workdir, [path])
-  assert proc.stdout == predict.format_text(result)
+  assert proc.stdout == runs.format_text(result)
   best = result['predictions'][0]['predicted']['class']
   assert f'{path}: {best}; top-2: ' in proc.stdout
 

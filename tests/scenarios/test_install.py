@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from test_readme import fenced_block
+from test_docs import fenced_block
 
 # What the extras add and the plain install must not pull in.
 HEAVY = ('tensorflow', 'tensorflow-cpu', 'tensorflow-datasets')

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
+from conftest import ROOT
+
 from capsjax import cpu_runtime
 from capsjax import models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 benchmark = runpy.run_path(os.path.join(ROOT, 'experiments', 'benchmark.py'),
                            run_name='benchmark')
 

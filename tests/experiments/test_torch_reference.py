@@ -3,13 +3,14 @@ import json
 import os
 import runpy
 
+from conftest import ROOT
+
 import pytest
 
 torch = pytest.importorskip(
     'torch', reason='the PyTorch reference needs torch: pip install '
     "-e '.[torch]' (the benchmark then compares against it)")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 reference = runpy.run_path(
     os.path.join(ROOT, 'experiments', 'torch_reference.py'),
     run_name='torch_reference')

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGES = ['README.md'] + sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'docs').glob('*.md'))
 HEADING = re.compile(r'(#{1,6}) (.*)')

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 # 8 steps of batch 8 on quickstart's data: train rows every step, test rows
 # at 4 and 8, checkpoints at 2, 4, 6, 8 (the newest 2 kept).
