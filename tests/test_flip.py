@@ -4,8 +4,7 @@ two digits (its reconstruction targets) are mirrored with it."""
 import numpy as np
 import pytest
 
-from capsjax import datasets
-from capsjax import input_pipeline
+from capsjax import data
 
 # Not square, so a flip along the wrong axis cannot keep the shape by chance
 # of symmetry; random pixels, so no image equals any flip of itself.
@@ -15,7 +14,7 @@ HEIGHT, WIDTH = 6, 9
 def _split(num=40, seed=0):
   rng = np.random.default_rng(seed)
   images = rng.integers(1, 256, (num, HEIGHT, WIDTH, 1)).astype(np.uint8)
-  return datasets.Split(images, (np.arange(num) % 10).astype(np.int32))
+  return data.Split(images, (np.arange(num) % 10).astype(np.int32))
 
 
 def _mirrored(image):
@@ -29,10 +28,12 @@ def _mirrored(image):
 
 @pytest.mark.parametrize('max_shift', [0, 2])
 def test_random_flip_mirrors_left_to_right(max_shift):
-  kwargs = dict(batch_size=32, seed=3, max_shift=max_shift)
-  plain = input_pipeline.train_batch(_split(), 5, **kwargs)
-  flipped = input_pipeline.train_batch(_split(), 5, random_flip=True,
-                                       **kwargs)
+  plain = data.train_batch(
+      _split(), 5, batch_size=32, seed=3,
+      preprocessing=data.Preprocessing(max_shift=max_shift))
+  flipped = data.train_batch(
+      _split(), 5, batch_size=32, seed=3,
+      preprocessing=data.Preprocessing(max_shift=max_shift, random_flip=True))
   np.testing.assert_array_equal(flipped['label'], plain['label'])
   mirrored = 0
   for got, image in zip(flipped['image'], plain['image']):
@@ -47,9 +48,13 @@ def test_random_flip_mirrors_both_digits_with_their_overlay():
   # MultiMNIST: the overlay and both digits it is made of are mirrored
   # together, so each reconstruction target still matches its image.
   split = _split(seed=1)
-  kwargs = dict(batch_size=32, seed=2, max_shift=1, pairs=True)
-  plain = input_pipeline.train_batch(split, 4, **kwargs)
-  flipped = input_pipeline.train_batch(split, 4, random_flip=True, **kwargs)
+  plain = data.train_batch(
+      split, 4, batch_size=32, seed=2,
+      preprocessing=data.Preprocessing(max_shift=1, pairs=True))
+  flipped = data.train_batch(
+      split, 4, batch_size=32, seed=2,
+      preprocessing=data.Preprocessing(max_shift=1, pairs=True,
+                                       random_flip=True))
   np.testing.assert_array_equal(flipped['label'], plain['label'])
   mirrored = 0
   for b in range(32):
