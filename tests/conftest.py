@@ -9,6 +9,8 @@ import importlib.util
 import os
 import runpy
 
+import jax
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 import pytest
@@ -126,3 +128,30 @@ def tiny_run(tmp_path_factory):
     return done[name]
 
   return get
+
+
+@pytest.fixture(scope='module')
+def shared_compilation_cache(tmp_path_factory):
+  """A JAX persistent compilation cache for one test module.
+
+  Every `train_and_evaluate` call builds new jitted closures, so each run
+  compiles its init, train and eval steps again (most of a small run's
+  time). With this cache the module's later runs of the same config load
+  the executables the first one compiled; the programs, and so every number,
+  are the same. Opt in per module:
+  `pytestmark = pytest.mark.usefixtures('shared_compilation_cache')`.
+  Module-scoped, not session-wide: tests that read a compiled program's
+  memory analysis want fresh compilations.
+  """
+  options = ('jax_persistent_cache_min_compile_time_secs',
+             'jax_persistent_cache_min_entry_size_bytes')
+  saved = {name: getattr(jax.config, name) for name in options}
+  for name in options:
+    jax.config.update(name, 0)
+  compilation_cache.set_cache_dir(str(tmp_path_factory.mktemp('jax_cache')))
+  compilation_cache.reset_cache()
+  yield
+  compilation_cache.set_cache_dir(None)
+  compilation_cache.reset_cache()
+  for name, value in saved.items():
+    jax.config.update(name, value)

@@ -155,3 +155,159 @@ def test_conv_is_nn_conv_with_the_same_parameters(impl):
   np.testing.assert_allclose(ours.apply(params, x),
                              reference.apply(params, x), rtol=1e-5,
                              atol=1e-6)
+
+
+# ------------------------------------ matrix capsules, against loops ------
+# Hinton, Sabour & Frosst (2018), Sec. 3, transcribed with plain loops over
+# positions, kernel taps and capsule types. The routing itself is tested in
+# test_em_routing.py; here each window is routed with routing.em_routing.
+
+
+def _init_and_apply(layer, seed, *inputs):
+  """Random values for every variable (the shapes of `layer.init`, without
+  running it), then the jitted apply. Returns numpy `(params, outputs)`."""
+  shapes = jax.eval_shape(layer.init, jax.random.key(0), *inputs)
+  rng = np.random.default_rng(seed)
+  variables = jax.tree.map(
+      lambda v: 0.5 * rng.standard_normal(v.shape).astype(v.dtype), shapes)
+  outputs = jax.jit(layer.apply)(variables, *inputs)
+  return variables['params'], tuple(np.asarray(x) for x in outputs)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _em_reference(votes, activations, beta_u, beta_a, num_iters,
+                  inverse_temperature):
+  """routing.em_routing of each window on its own: votes `[N, n, J, 4, 4]`,
+  activations `[N, n]` -> poses `[N, J, 4, 4]`, activations `[N, J]`."""
+  votes = jnp.asarray(votes, jnp.float32)
+  route = functools.partial(
+      routing.em_routing, beta_u=beta_u, beta_a=beta_a, num_iters=num_iters,
+      inverse_temperatures=routing.em_inverse_temperatures(
+          num_iters, inverse_temperature))
+  mu, a = jax.vmap(route)(votes.reshape(*votes.shape[:3], 16),
+                          jnp.asarray(activations, jnp.float32))
+  return mu.reshape(*mu.shape[:2], 4, 4), a
+
+
+def test_matrix_primary_caps_matches_loop():
+  # Each position's A channels -> per type t a 4x4 pose, a linear map of the
+  # channels (entries row-major, type-major), and an activation, the
+  # logistic of another linear map.
+  batch, height, width, channels, types = 2, 3, 2, 5, 3
+  x = np.random.default_rng(0).standard_normal(
+      (batch, height, width, channels)).astype(np.float32)
+  layer = layers.MatrixPrimaryCaps(num_types=types)
+  p, (poses, acts) = _init_and_apply(layer, 1, x)
+  assert poses.shape == (batch, height, width, types, 4, 4)
+  assert acts.shape == (batch, height, width, types)
+  xs = x.astype(np.float64)
+  for b in range(batch):
+    for h in range(height):
+      for w in range(width):
+        for t in range(types):
+          logit = p['activation']['bias'][t] + sum(
+              xs[b, h, w, c] * p['activation']['kernel'][c, t]
+              for c in range(channels))
+          assert acts[b, h, w, t] == pytest.approx(
+              1.0 / (1.0 + np.exp(-logit)), rel=1e-5, abs=1e-6)
+          for row in range(4):
+            for col in range(4):
+              k = t * 16 + row * 4 + col
+              want = p['pose']['bias'][k] + sum(
+                  xs[b, h, w, c] * p['pose']['kernel'][c, k]
+                  for c in range(channels))
+              assert poses[b, h, w, t, row, col] == pytest.approx(
+                  want, rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize('kernel,stride', [(3, 1), (3, 2), (2, 3)])
+def test_patches_match_loop(kernel, stride):
+  x = np.arange(2 * 9 * 7 * 2 * 3).reshape(2, 9, 7, 2, 3)
+  got = np.asarray(jax.jit(layers._patches, static_argnums=(1, 2))(
+      x, kernel, stride))
+  out_h, out_w = (9 - kernel) // stride + 1, (7 - kernel) // stride + 1
+  assert got.shape == (2, out_h, out_w, kernel * kernel, 2, 3)
+  for b in range(2):
+    for oy in range(out_h):
+      for ox in range(out_w):
+        for ky in range(kernel):
+          for kx in range(kernel):
+            np.testing.assert_array_equal(
+                got[b, oy, ox, ky * kernel + kx],
+                x[b, oy * stride + ky, ox * stride + kx])
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv_caps_matches_loop(stride):
+  # Output position (oy, ox) routes the children of its k x k window: child
+  # (ky, kx, i), input capsule n = (ky * k + kx) * T_in + i, votes
+  # V_nj = M_child W_(ky, kx, i, j) for every parent type j.
+  batch, height, width, t_in, t_out, k = 2, 5, 4, 2, 3, 3
+  rng = np.random.default_rng(0)
+  poses = rng.standard_normal((batch, height, width, t_in, 4, 4))
+  acts = rng.uniform(0.1, 1.0, (batch, height, width, t_in))
+  layer = layers.ConvCaps(num_types=t_out, kernel_size=k, stride=stride,
+                          routing_iters=2, inverse_temperature=0.5)
+  p, (out_poses, out_acts) = _init_and_apply(
+      layer, 1, poses.astype(np.float32), acts.astype(np.float32))
+  out_h, out_w = (height - k) // stride + 1, (width - k) // stride + 1
+  assert out_poses.shape == (batch, out_h, out_w, t_out, 4, 4)
+  assert out_acts.shape == (batch, out_h, out_w, t_out)
+  w = p['kernel'].astype(np.float64)
+  votes = np.zeros((batch, out_h, out_w, k * k * t_in, t_out, 4, 4))
+  window_acts = np.zeros((batch, out_h, out_w, k * k * t_in))
+  for b in range(batch):
+    for oy in range(out_h):
+      for ox in range(out_w):
+        for ky in range(k):
+          for kx in range(k):
+            for i in range(t_in):
+              n = (ky * k + kx) * t_in + i
+              child = (b, oy * stride + ky, ox * stride + kx, i)
+              window_acts[b, oy, ox, n] = acts[child]
+              for j in range(t_out):
+                votes[b, oy, ox, n, j] = poses[child] @ w[n, j]
+  want_poses, want_acts = _em_reference(
+      votes.reshape(-1, *votes.shape[3:]),
+      window_acts.reshape(-1, k * k * t_in), p['beta_u'], p['beta_a'], 2,
+      0.5)
+  np.testing.assert_allclose(
+      out_poses, np.reshape(want_poses, out_poses.shape), rtol=1e-4,
+      atol=1e-5)
+  np.testing.assert_allclose(out_acts, np.reshape(want_acts, out_acts.shape),
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_class_caps_matches_loop():
+  # Every position's type-t capsule votes V = M W_tj with one W_tj shared by
+  # all positions; the scaled centre of its position, ((row + 0.5) / H,
+  # (col + 0.5) / W), is added to V[0, 3] and V[1, 3] (coordinate
+  # addition). Input capsule n = (row * W + col) * T + t, with its
+  # activation.
+  batch, height, width, types, classes = 2, 3, 4, 2, 3
+  rng = np.random.default_rng(3)
+  poses = rng.standard_normal((batch, height, width, types, 4, 4))
+  acts = rng.uniform(0.1, 1.0, (batch, height, width, types))
+  layer = layers.ClassCaps(num_classes=classes, routing_iters=3,
+                           inverse_temperature=0.5)
+  p, (out_poses, out_acts) = _init_and_apply(
+      layer, 4, poses.astype(np.float32), acts.astype(np.float32))
+  assert out_poses.shape == (batch, classes, 4, 4)
+  assert out_acts.shape == (batch, classes)
+  w = p['kernel'].astype(np.float64)
+  votes = np.zeros((batch, height * width * types, classes, 4, 4))
+  input_acts = np.zeros((batch, height * width * types))
+  for b in range(batch):
+    for row in range(height):
+      for col in range(width):
+        for t in range(types):
+          n = (row * width + col) * types + t
+          input_acts[b, n] = acts[b, row, col, t]
+          for j in range(classes):
+            votes[b, n, j] = poses[b, row, col, t] @ w[t, j]
+            votes[b, n, j, 0, 3] += (row + 0.5) / height
+            votes[b, n, j, 1, 3] += (col + 0.5) / width
+  want_poses, want_acts = _em_reference(
+      votes, input_acts, p['beta_u'], p['beta_a'], 3, 0.5)
+  np.testing.assert_allclose(out_poses, want_poses, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out_acts, want_acts, rtol=1e-4, atol=1e-6)

@@ -121,3 +121,58 @@ def test_margin_objective_reads_each_constant_from_the_config():
   np.testing.assert_allclose(got['reconstruction_loss'], [1.0, 1.0],
                              rtol=1e-6)
   np.testing.assert_allclose(got['loss'], margin + 0.01, rtol=1e-6)
+
+
+# ------------------------------------------ two digits per image (MultiMNIST) --
+# Section 6: both digits of an image are present classes, T_k = 1 for each.
+
+
+def loop_multi_hot(pairs, num_classes):
+  targets = np.zeros((len(pairs), num_classes))
+  for b, row in enumerate(pairs):
+    for k in row:
+      targets[b, k] = 1.0
+  return targets
+
+
+def test_multi_hot_marks_every_digit():
+  pairs = np.array([[3, 7], [0, 9], [5, 2], [4, 4]])  # a repeat counts once
+  np.testing.assert_array_equal(losses.multi_hot(pairs, 10),
+                                loop_multi_hot(pairs, 10))
+  triples = np.array([[1, 0, 4], [2, 3, 1]])
+  np.testing.assert_array_equal(losses.multi_hot(triples, 5),
+                                loop_multi_hot(triples, 5))
+
+
+def test_margin_objective_counts_both_digits_present():
+  lengths = random_lengths(4, (4, 10))
+  pairs = np.array([[3, 7], [0, 9], [5, 2], [8, 1]])
+  config = ml_collections.ConfigDict({'m_plus': 0.9, 'm_minus': 0.1,
+                                      'lambda_': 0.5,
+                                      'reconstruction_weight': 0.0})
+  outputs = Outputs(scores=jnp.asarray(lengths), reconstructions=None)
+  batch = {'label': jnp.asarray(pairs), 'image': jnp.zeros((4, 6, 6, 1)),
+           'digits': jnp.zeros((4, 2, 6, 6, 1))}
+  got = losses.margin_objective(outputs, batch, config)
+  want = loop_margin(lengths, loop_multi_hot(pairs, 10))
+  np.testing.assert_allclose(got['margin_loss'], want, rtol=1e-5)
+  np.testing.assert_allclose(got['loss'], want, rtol=1e-5)
+
+
+def test_cross_entropy_objective_counts_both_digits_present():
+  # The baseline's MultiMNIST loss: one sigmoid per class, both digits'
+  # classes targets 1, every other class 0.
+  logits = np.random.default_rng(5).normal(size=(4, 10)).astype(np.float32)
+  pairs = np.array([[3, 7], [0, 9], [5, 2], [8, 1]])
+  got = losses.cross_entropy_objective(
+      Outputs(scores=jnp.asarray(logits), reconstructions=None),
+      {'label': jnp.asarray(pairs)}, None)
+  targets = loop_multi_hot(pairs, 10)
+  want = []
+  for row, t_row in zip(logits.astype(np.float64), targets):
+    total = 0.0
+    for z, t in zip(row, t_row):
+      p = 1.0 / (1.0 + np.exp(-z))
+      total -= t * np.log(p) + (1 - t) * np.log(1 - p)
+    want.append(total)
+  np.testing.assert_allclose(got['loss'], want, rtol=1e-5)

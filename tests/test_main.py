@@ -22,6 +22,7 @@ def run_main(*args, timeout=600):
                         timeout=timeout)
 
 
+@pytest.mark.slow  # a real `python -m capsjax.main` run
 def test_quickstart_config_end_to_end(tmp_path):
   # The real quickstart model and data, for a handful of steps.
   result = run_main('--config=configs/quickstart.py', f'--workdir={tmp_path}',
@@ -234,6 +235,7 @@ print(json.dumps({'exit': code, 'tensorflow': sorted(
 '''
 
 
+@pytest.mark.slow  # a real `python -m capsjax.main` run
 def test_a_quickstart_run_never_imports_tensorflow(tmp_path):
   overrides = {**SMALL_MODEL, 'num_train_steps': 2, 'batch_size': 8,
                'eval_batch_size': 20, 'log_every_steps': 1,

@@ -18,6 +18,9 @@ from capsjax import train
 from capsjax.data import batching
 from conftest import small_config
 
+# The runs of small_config() compile once (conftest).
+pytestmark = pytest.mark.usefixtures('shared_compilation_cache')
+
 NUM_MOCK = 40  # examples per split; 40 test examples = 2 full + 1 partial batch
 
 
@@ -153,9 +156,9 @@ def random_batch(size=8, seed=0, height=28):
 
 
 def test_microbatches_give_the_same_step():
-  config = small_config()
-  _, state = small_state(config)
-  batch = random_batch()
+  config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3})
+  _, state = small_state(config, image_shape=(12, 12, 1))
+  batch = random_batch(height=12)
   objective = models.spec(config.model).objective
   steps = {n: jax.jit(functools.partial(
       train.train_step, rng=jax.random.key(1), objective=objective,

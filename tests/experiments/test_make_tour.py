@@ -33,6 +33,7 @@ def last_printed(notebook):
   return ''.join(o.get('text', '') for o in code_cells(notebook)[-1].outputs)
 
 
+@pytest.mark.slow  # a Jupyter kernel runs the whole notebook
 def test_tour_notebook_executes(tmp_path):
   env = make_tour.tour_env(small=True)
   env['TMPDIR'] = str(tmp_path)

@@ -17,6 +17,9 @@ import pytest
 
 from conftest import ROOT
 
+# Integration: real processes, killed; `-m 'not slow'` skips them.
+pytestmark = pytest.mark.slow
+
 # 8 steps of batch 8 on quickstart's data: train rows every step, test rows
 # at 4 and 8, checkpoints at 2, 4, 6, 8 (the newest 2 kept).
 TINY = ('--config=configs/quickstart.py',
