@@ -116,29 +116,6 @@ def test_shape_changing_override_is_refused(tmp_path):
     assert json.load(f)['model']['digit_dim'] == 6
 
 
-@pytest.mark.parametrize('field,value', [('batch_size', 0),
-                                         ('num_train_steps', -1),
-                                         ('model.routing_iters', 0)])
-def test_bad_config_values(tmp_path, field, value):
-  with pytest.raises(errors.ConfigError, match=f'config.{field} must be an int'):
-    run(small_config(**{field: value}), tmp_path)
-
-
-@pytest.mark.parametrize('field,value', [('model.conv_impl', 'fft'),
-                                         ('model.compute_dtype', 'float16')])
-def test_bad_config_choices(tmp_path, field, value):
-  with pytest.raises(errors.ConfigError,
-                     match=f'config.{field} must be one of .*, got {value!r}'):
-    run(small_config(**{field: value}), tmp_path)
-
-
-@pytest.mark.parametrize('value', [-1, 3])
-def test_bad_microbatch_size(tmp_path, value):
-  with pytest.raises(errors.ConfigError,
-                     match='config.microbatch_size must be 0 .* divides'):
-    run(small_config(microbatch_size=value), tmp_path)
-
-
 # For 12x12 images: 3x3 kernels and XLA's convolution compile in seconds.
 TINY = {'model.conv1_kernel': 3, 'model.primary_kernel': 3,
         'model.conv_impl': 'xla'}

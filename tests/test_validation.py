@@ -183,3 +183,29 @@ def test_num_targets_is_checked_for_the_models_that_declare_it():
   config = load_config('multimnist', **{'model.num_targets': 1,
                                         'model.name': 'baseline_cnn'})
   validation.check_config(config)
+
+
+# Refused by train_and_evaluate itself, before anything is written.
+
+
+@pytest.mark.parametrize('field,value', [('batch_size', 0),
+                                         ('num_train_steps', -1),
+                                         ('model.routing_iters', 0)])
+def test_bad_config_values(tmp_path, field, value):
+  with pytest.raises(errors.ConfigError, match=f'config.{field} must be an int'):
+    train.train_and_evaluate(small_config(**{field: value}), str(tmp_path))
+
+
+@pytest.mark.parametrize('field,value', [('model.conv_impl', 'fft'),
+                                         ('model.compute_dtype', 'float16')])
+def test_bad_config_choices(tmp_path, field, value):
+  with pytest.raises(errors.ConfigError,
+                     match=f'config.{field} must be one of .*, got {value!r}'):
+    train.train_and_evaluate(small_config(**{field: value}), str(tmp_path))
+
+
+@pytest.mark.parametrize('value', [-1, 3])
+def test_bad_microbatch_size(tmp_path, value):
+  with pytest.raises(errors.ConfigError,
+                     match='config.microbatch_size must be 0 .* divides'):
+    train.train_and_evaluate(small_config(microbatch_size=value), str(tmp_path))
