@@ -202,6 +202,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
 """
 
 
+@pytest.mark.slow  # page faults counted in fresh processes
 @pytest.mark.skipif(not sys.platform.startswith('linux'),
                     reason='glibc malloc tuning is Linux-only')
 def test_configure_keeps_big_temporaries_out_of_fresh_pages():

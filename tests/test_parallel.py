@@ -143,6 +143,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two real processes, a JAX distributed run
 def test_two_hosts_build_the_single_host_batches(tmp_path):
   """Two processes (hosts) of 2 CPU devices each, as `--distributed` runs."""
   port = free_port()
@@ -250,6 +251,7 @@ def assert_trees_close(got, want):
     np.testing.assert_allclose(x, y, rtol=RTOL, atol=PARAM_ATOL)
 
 
+@pytest.mark.slow  # real processes with 4 and 1 host devices
 def test_four_devices_match_one_device_and_checkpoints_move(tmp_path):
   # One device, in this process.
   one_state, one = run(parallel_config(), tmp_path / 'one')

@@ -89,7 +89,7 @@ def test_capsnet_training_gradients_agree():
     config.model.routing_memory = memory
     config.model.routing_chunk = 7  # Does not divide 2 * 6 * 6 = 72.
     model = models.create_model(config.model, (28, 28, 1), 10)
-    params = model.init(jax.random.key(1), images)['params']
+    params = jax.jit(model.init)(jax.random.key(1), images)['params']
     params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
 
     def loss(params, model=model):
