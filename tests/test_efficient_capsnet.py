@@ -155,7 +155,7 @@ def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   assert summary['dataset'] == 'embedded:mnist_5k'
   run = runs.load(str(tmp_path))
   assert run.step == 4
-  for a, b in zip(jax.tree.leaves(run.variables["batch_stats"]),
+  for a, b in zip(jax.tree.leaves(run.variables['batch_stats']),
                   jax.tree.leaves(state.batch_stats)):
     np.testing.assert_array_equal(a, b)
   scores = run.model.apply(run.variables, run.dataset.test.images[:2] / 255.0,
