@@ -62,6 +62,7 @@ class Run:
 
   @property
   def params(self):
+    """The trained parameters (`variables['params']`)."""
     return self.state.params
 
   @property
