@@ -21,6 +21,7 @@ and raises `errors.DiskFullError`.
 """
 import contextlib
 import json
+import logging as std_logging
 import os
 import shutil
 import time
@@ -95,6 +96,21 @@ def _describe_config_change(saved: dict, current: dict) -> str:
   return '; '.join(changed) if changed else 'no model field differs'
 
 
+class _DropUnretrievedDiskFullErrors(std_logging.Filter):
+  """Drops asyncio's "exception was never retrieved" tracebacks of a full
+  disk: tensorstore fails every fragment of the save, orbax retrieves one
+  and `Checkpointer` reports it in one line; the others would be logged as
+  tracebacks when their futures are collected."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not ('never retrieved' in record.getMessage()
+                and workdir_lib.is_disk_full(error))
+
+
+_ASYNCIO_FILTER = _DropUnretrievedDiskFullErrors()
+
+
 class Checkpointer:
   """Saves and restores `(state, meta)` in `directory`, keeping the newest few.
 
@@ -114,6 +130,7 @@ class Checkpointer:
     self._saving = None  # (step, bytes of its arrays) of the last save.
     # Damaged checkpoints go next to, not into, the directory orbax scans.
     self.corrupt_directory = self.directory + '_corrupt'
+    std_logging.getLogger('asyncio').addFilter(_ASYNCIO_FILTER)  # idempotent
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -1,4 +1,5 @@
 """Tests of capsjax.checkpoints: interrupted saves and damaged checkpoints."""
+import asyncio
 import logging
 import os
 
@@ -154,3 +155,22 @@ def test_only_process_0_moves_a_damaged_checkpoint(tmp_path, monkeypatch,
   else:
     assert sorted(os.listdir(tmp_path)) == ['1', '2']
     assert not os.path.exists(corrupt)
+
+
+def test_unretrieved_disk_full_errors_of_a_save_are_not_logged(tmp_path,
+                                                              caplog):
+  # tensorstore fails every fragment of a save on a full disk; Checkpointer
+  # reports one in a line, asyncio would log the rest as tracebacks.
+  checkpoints.Checkpointer(str(tmp_path / 'checkpoints'))
+  loop = asyncio.new_event_loop()
+  try:
+    for error in (ValueError('RESOURCE_EXHAUSTED: Failed to write 66375 '
+                             'bytes to file 13: No space left on device'),
+                  ValueError('some other failure')):
+      loop.call_exception_handler({
+          'message': '_GatheringFuture exception was never retrieved',
+          'exception': error})
+  finally:
+    loop.close()
+  logged = [r.exc_info[1] for r in caplog.records if r.name == 'asyncio']
+  assert [str(e) for e in logged] == ['some other failure']
