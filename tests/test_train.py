@@ -19,7 +19,6 @@ from capsjax.data import batching
 from conftest import small_config
 
 # The runs of small_config() compile once (conftest).
-pytestmark = pytest.mark.usefixtures('shared_compilation_cache')
 
 NUM_MOCK = 40  # examples per split; 40 test examples = 2 full + 1 partial batch
 

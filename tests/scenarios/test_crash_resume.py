@@ -1,8 +1,9 @@
 """Killed runs resume exactly, runs are reproducible, damaged checkpoints.
 
 Real `kill -9`s of real `python -m capsjax.main` processes on the embedded
-MNIST sample, with a tiny CapsNet. The subprocesses share a JAX compilation
-cache, so only the first one compiles (each still pays ~5 s of imports).
+MNIST sample, with a tiny CapsNet. The subprocesses share the session's JAX
+compilation cache (conftest), so only the first one compiles (each still
+pays ~5 s of imports).
 Both PrimaryCaps convolutions: 'slices' (the CPU default, with its own VJP)
 and 'xla'; the full sequence of kills and damage runs with 'xla' only.
 """
@@ -77,17 +78,16 @@ app.run(main.main, flags_parser=cli.parse_flags)
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('jax_cache'))
+def scripts_dir(tmp_path_factory):
+  """Scratch space for the killer script."""
+  return str(tmp_path_factory.mktemp('scripts'))
 
 
-def run_cli(cache, workdir, *extra, killer=None, conv_impl='xla'):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
-             JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+def run_cli(scripts, workdir, *extra, killer=None, conv_impl='xla'):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   command = [sys.executable]
   if killer:
-    script = os.path.join(cache, 'killer.py')
+    script = os.path.join(scripts, 'killer.py')
     with open(script, 'w') as f:
       f.write(KILLER)
     command += [script, *killer]
@@ -118,14 +118,14 @@ def complete_steps(workdir):
 
 
 @pytest.fixture(scope='module')
-def references(tmp_path_factory, cache_dir):
+def references(tmp_path_factory, scripts_dir):
   """conv_impl -> an uninterrupted run's workdir and results, made once."""
   made = {}
 
   def reference(conv_impl):
     if conv_impl not in made:
       workdir = str(tmp_path_factory.mktemp(f'reference_{conv_impl}'))
-      result = run_cli(cache_dir, workdir, conv_impl=conv_impl)
+      result = run_cli(scripts_dir, workdir, conv_impl=conv_impl)
       assert result.returncode == 0, result.stderr[-3000:]
       made[conv_impl] = workdir, results(workdir)
     return made[conv_impl]
@@ -139,10 +139,10 @@ def reference(references):
 
 
 @pytest.mark.parametrize('conv_impl', ['xla', 'slices'])
-def test_same_seed_and_config_give_identical_metrics(references, cache_dir,
+def test_same_seed_and_config_give_identical_metrics(references, scripts_dir,
                                                      tmp_path, conv_impl):
   _, (summary, records) = references(conv_impl)
-  result = run_cli(cache_dir, tmp_path, conv_impl=conv_impl)
+  result = run_cli(scripts_dir, tmp_path, conv_impl=conv_impl)
   assert result.returncode == 0, result.stderr[-3000:]
   again_summary, again_records = results(tmp_path)
   # Exactly equal, not close: every train loss, gradient norm and test
@@ -152,36 +152,36 @@ def test_same_seed_and_config_give_identical_metrics(references, cache_dir,
   assert len(records) == 8 + 2
 
 
-def test_kill_9_then_rerun_with_the_sliced_convolution(references, cache_dir,
+def test_kill_9_then_rerun_with_the_sliced_convolution(references, scripts_dir,
                                                        tmp_path):
   # The CPU default: its custom VJP must resume bit for bit too.
   _, (summary, records) = references('slices')
-  killed = run_cli(cache_dir, tmp_path, killer=('train', '5'),
+  killed = run_cli(scripts_dir, tmp_path, killer=('train', '5'),
                    conv_impl='slices')
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not os.path.exists(tmp_path / 'summary.json')
   last = complete_steps(tmp_path)[-1]
   assert last in (2, 4)
-  rerun = run_cli(cache_dir, tmp_path, conv_impl='slices')
+  rerun = run_cli(scripts_dir, tmp_path, conv_impl='slices')
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'at step {last}.' in rerun.stderr, rerun.stderr[-3000:]
   assert results(tmp_path) == (summary, records)
 
 
-def test_kill_9_in_training_and_in_a_save_then_rerun(reference, cache_dir,
+def test_kill_9_in_training_and_in_a_save_then_rerun(reference, scripts_dir,
                                                      tmp_path):
   _, (summary, records) = reference
 
   # 1. Killed right after step 5: checkpoints 2 and 4 exist (4 possibly still
   # being written when the kill came, in which case only 2 is complete).
-  killed = run_cli(cache_dir, tmp_path, killer=('train', '5'))
+  killed = run_cli(scripts_dir, tmp_path, killer=('train', '5'))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not os.path.exists(tmp_path / 'summary.json')
   last = complete_steps(tmp_path)[-1]
   assert last in (2, 4)
 
   # 2. The rerun resumes from it, then is killed while saving step 6.
-  killed = run_cli(cache_dir, tmp_path, killer=('save', '6'))
+  killed = run_cli(scripts_dir, tmp_path, killer=('save', '6'))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert f'at step {last}.' in killed.stderr, killed.stderr[-3000:]
   assert complete_steps(tmp_path) == [2, 4]
@@ -191,7 +191,7 @@ def test_kill_9_in_training_and_in_a_save_then_rerun(reference, cache_dir,
 
   # 3. The same command again: resumes from 4, ignoring the half-written 6,
   # and ends exactly where the uninterrupted run ended.
-  rerun = run_cli(cache_dir, tmp_path)
+  rerun = run_cli(scripts_dir, tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'at step 4.' in rerun.stderr, rerun.stderr[-3000:]
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['6', '8']
@@ -202,7 +202,7 @@ def test_kill_9_in_training_and_in_a_save_then_rerun(reference, cache_dir,
   for path in glob.glob(str(tmp_path / 'checkpoints' / '8' / 'state' / 'd' /
                             '*')):
     os.truncate(path, os.path.getsize(path) // 2)
-  rerun = run_cli(cache_dir, tmp_path)
+  rerun = run_cli(scripts_dir, tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'Traceback' not in rerun.stderr, rerun.stderr[-3000:]
   warning = next(line for line in rerun.stderr.splitlines()

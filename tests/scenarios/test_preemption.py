@@ -93,30 +93,28 @@ app.run(main.main, flags_parser=cli.parse_flags)
 '''
 
 
-def command(cache, workdir, mode, at, *extra):
-  script = os.path.join(cache, 'signaller.py')
+def command(scripts, workdir, mode, at, *extra):
+  script = os.path.join(scripts, 'signaller.py')
   with open(script, 'w') as f:
     f.write(SIGNALLER)
   return [sys.executable, script, mode, str(at), *RUN, f'--workdir={workdir}',
           *extra]
 
 
-def environment(cache, **extra):
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
-              JAX_COMPILATION_CACHE_DIR=cache,
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', **extra)
+def environment(**extra):
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **extra)
 
 
-def run(cache, workdir, mode='none', at=0):
-  return subprocess.run(command(cache, workdir, mode, at), cwd=ROOT,
-                        env=environment(cache), capture_output=True,
+def run(scripts, workdir, mode='none', at=0):
+  return subprocess.run(command(scripts, workdir, mode, at), cwd=ROOT,
+                        env=environment(), capture_output=True,
                         text=True, timeout=600)
 
 
-def run_and_signal_when_waiting(cache, workdir, at):
+def run_and_signal_when_waiting(scripts, workdir, at):
   """`wait AT`: sends SIGTERM from here once the run prints WAITING."""
-  process = subprocess.Popen(command(cache, workdir, 'wait', at), cwd=ROOT,
-                             env=environment(cache), stderr=subprocess.PIPE,
+  process = subprocess.Popen(command(scripts, workdir, 'wait', at), cwd=ROOT,
+                             env=environment(), stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True)
   lines = []
   try:
@@ -147,17 +145,17 @@ def last_train_step(workdir):
 
 
 def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
-  cache = str(tmp_path / 'jax_cache')
-  os.makedirs(cache)
+  scripts = str(tmp_path / 'scripts')
+  os.makedirs(scripts)
   reference = tmp_path / 'reference'
-  done = run(cache, reference)
+  done = run(scripts, reference)
   assert done.returncode == 0, done.stderr[-3000:]
   expected = results(reference)
   workdir = tmp_path / 'run'
 
   # 1. SIGTERM from outside after step 2: step 3 is finished, logged and
   # saved (not a checkpoint step otherwise), and the run says so.
-  status, stderr = run_and_signal_when_waiting(cache, workdir, 2)
+  status, stderr = run_and_signal_when_waiting(scripts, workdir, 2)
   assert status == cli.EXIT_PREEMPTED == 75, stderr[-3000:]
   line = stopped_line(stderr)
   assert line.startswith('stopped: SIGTERM at step 3 of 14: checkpoint 3 '
@@ -169,7 +167,7 @@ def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
 
   # 2. A second signal while the stop's checkpoint 5 is written: out at once,
   # checkpoint 5 never completed, 4 intact.
-  twice = run(cache, workdir, 'twice', 4)
+  twice = run(scripts, workdir, 'twice', 4)
   assert 'at step 3.' in twice.stderr, twice.stderr[-3000:]
   assert twice.returncode == 128 + signal.SIGTERM, twice.stderr[-3000:]
   assert 'SIGTERM again: exiting at once' in twice.stderr
@@ -177,7 +175,7 @@ def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
 
   # 3. SIGTERM during the test-set evaluation of step 8: it is finished and
   # logged, and the run stops after step 9.
-  during_eval = run(cache, workdir, 'eval', 8)
+  during_eval = run(scripts, workdir, 'eval', 8)
   assert 'at step 4.' in during_eval.stderr, during_eval.stderr[-3000:]
   assert during_eval.returncode == 75, during_eval.stderr[-3000:]
   assert 'at step 9 of 14' in stopped_line(during_eval.stderr)
@@ -186,7 +184,7 @@ def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
   # 4. SIGTERM while orbax writes the periodic checkpoint 10 in its thread:
   # that save completes, and the run stops at the next step boundary
   # (save 12 waits for save 10, so by step 13 at the latest).
-  during_save = run(cache, workdir, 'save', 10)
+  during_save = run(scripts, workdir, 'save', 10)
   assert during_save.returncode == 75, during_save.stderr[-3000:]
   line = stopped_line(during_save.stderr)
   stop = next(s for s in (11, 12, 13) if f'at step {s} of 14' in line)
@@ -194,7 +192,7 @@ def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
   assert 10 in complete_steps(workdir) or stop > 11
 
   # 5. The same command again finishes exactly as the uninterrupted run.
-  final = run(cache, workdir)
+  final = run(scripts, workdir)
   assert final.returncode == 0, final.stderr[-3000:]
   assert f'at step {stop}.' in final.stderr
   assert results(workdir) == expected
@@ -207,13 +205,13 @@ def free_port():
 
 
 def test_a_signal_to_one_process_stops_every_process_at_one_step(tmp_path):
-  cache = str(tmp_path / 'jax_cache')
-  os.makedirs(cache)
+  scripts = str(tmp_path / 'scripts')
+  os.makedirs(scripts)
   port = free_port()
-  env = environment(cache, JAX_PLATFORMS='cpu')
+  env = environment(JAX_PLATFORMS='cpu')
   # Process 1 alone gets the signal, after step 2.
   processes = [subprocess.Popen(
-      command(cache, tmp_path / 'run', *(('train', 2) if i else ('none', 0)),
+      command(scripts, tmp_path / 'run', *(('train', 2) if i else ('none', 0)),
               '--distributed', f'--coordinator_address=localhost:{port}',
               '--num_processes=2', f'--process_id={i}'),
       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
