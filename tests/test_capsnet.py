@@ -1,4 +1,6 @@
 """Tests for capsjax.models.capsnet (small widths, the paper's geometry)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,12 @@ def _model(**kwargs):
 
 def _init(model, batch=2):
   images = jax.random.uniform(jax.random.key(0), (batch, *model.input_shape))
-  return images, model.init(jax.random.key(1), images)
+  # Jitted: initialized eagerly, each op would compile on its own.
+  return images, jax.jit(model.init)(jax.random.key(1), images)
+
+
+def _apply(model, params, images, **kwargs):
+  return jax.jit(functools.partial(model.apply, **kwargs))(params, images)
 
 
 @pytest.mark.parametrize('input_shape,grid', [((28, 28, 1), 6),
@@ -27,7 +34,7 @@ def _init(model, batch=2):
 def test_output_shapes(input_shape, grid):
   model = _model(input_shape=input_shape, num_classes=7, routing_iters=2)
   images, params = _init(model)
-  out = model.apply(params, images, return_couplings=True)
+  out = _apply(model, params, images, return_couplings=True)
   num_primary = grid * grid * 2
   assert params['params']['digit_caps']['kernel'].shape == (num_primary, 7, 6,
                                                             4)
@@ -37,8 +44,9 @@ def test_output_shapes(input_shape, grid):
   assert out.couplings.shape == (2, 2, num_primary, 7)
   np.testing.assert_allclose(out.couplings.sum(-1), 1.0, rtol=1e-5)
   assert float(out.lengths.max()) < 1.0
-  assert model.apply(params, images).couplings is None
-  assert model.apply(params, images, reconstruct=False).reconstructions is None
+  assert _apply(model, params, images).couplings is None
+  assert _apply(model, params, images,
+                reconstruct=False).reconstructions is None
 
 
 def test_paper_model_parameter_count():

@@ -138,11 +138,12 @@ def reference(references):
   return references('xla')
 
 
-@pytest.mark.parametrize('conv_impl', ['xla', 'slices'])
 def test_same_seed_and_config_give_identical_metrics(references, scripts_dir,
-                                                     tmp_path, conv_impl):
-  _, (summary, records) = references(conv_impl)
-  result = run_cli(scripts_dir, tmp_path, conv_impl=conv_impl)
+                                                     tmp_path):
+  # With 'slices', the CPU default; 'xla' runs are compared with its
+  # reference after every kill below.
+  _, (summary, records) = references('slices')
+  result = run_cli(scripts_dir, tmp_path, conv_impl='slices')
   assert result.returncode == 0, result.stderr[-3000:]
   again_summary, again_records = results(tmp_path)
   # Exactly equal, not close: every train loss, gradient norm and test
