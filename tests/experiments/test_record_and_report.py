@@ -65,10 +65,17 @@ def records():
   ]
 
 
+README_TEXT = (f'# capsjax\n\n{report.README_BEGIN}\nold table\n'
+               f'{report.README_END}\n\nmore\n')
+
+
 def render(tmp_path, records, out='out'):
   write_records(tmp_path / out / 'records', records)
   page = tmp_path / out / 'docs' / 'results.md'
-  paths = report.render(str(tmp_path / out / 'records'), str(page))
+  readme = tmp_path / out / 'README.md'
+  readme.write_text(README_TEXT)
+  paths = report.render(str(tmp_path / out / 'records'), str(page),
+                        str(readme))
   return page.read_text(), {os.path.relpath(p, tmp_path / out):
                             open(p, 'rb').read() for p in paths}
 
@@ -77,7 +84,7 @@ def test_two_renders_of_the_same_records_are_identical(tmp_path, records):
   page, files = render(tmp_path, records, 'one')
   # Written in another order: the page must not depend on it.
   page_again, files_again = render(tmp_path, records[::-1], 'two')
-  assert sorted(files) == ['docs/results.md',
+  assert sorted(files) == ['README.md', 'docs/results.md',
                            'docs/results/table-a.png',
                            'docs/results/table-b.png']
   assert files == files_again
@@ -85,8 +92,8 @@ def test_two_renders_of_the_same_records_are_identical(tmp_path, records):
   assert page.index('| CapsNet | 96.55') < page.index('| CNN | 96.12')
 
 
-def test_every_number_on_the_page_comes_from_a_record(tmp_path, records):
-  page, _ = render(tmp_path, records)
+def numbers_of(records):
+  """Every number of the records, in each format the page shows."""
   shown = set()
 
   def collect(value):
@@ -104,9 +111,44 @@ def test_every_number_on_the_page_comes_from_a_record(tmp_path, records):
                     f'{100 * value:.2f}', f'{value:.1f}',
                     f'{value / 60:.1f}'})
   collect(records)
+  return shown
+
+
+def test_every_number_on_the_page_comes_from_a_record(tmp_path, records):
+  page, _ = render(tmp_path, records)
   numbers = _NUMBER.findall(page)
   assert '96.55' in numbers and '6,804,470' in numbers and '16.5' in numbers
-  assert [n for n in numbers if n not in shown] == []
+  assert [n for n in numbers if n not in numbers_of(records)] == []
+
+
+def test_the_readme_table_is_rendered_between_its_markers(tmp_path, records):
+  render(tmp_path, records)
+  text = (tmp_path / 'out' / 'README.md').read_text()
+  before, rest = text.split(report.README_BEGIN)
+  block, after = rest.split(report.README_END)
+  assert (before, after) == ('# capsjax\n\n', '\n\nmore\n')
+  assert 'old table' not in block
+  assert block.count('\n| Table A |') == 2 and '| Table B |' in block
+  numbers = _NUMBER.findall(block)
+  assert '96.55' in numbers and '97.81' in numbers
+  assert [n for n in numbers if n not in numbers_of(records)] == []
+
+
+def test_a_readme_without_the_markers_is_a_one_line_error(tmp_path, records):
+  with pytest.raises(report.errors.DataError) as excinfo:
+    report.replace_readme_block('# capsjax\n', report.readme_markdown(records))
+  assert '\n' not in str(excinfo.value)
+  assert report.README_BEGIN in str(excinfo.value)
+
+
+def test_the_readme_shows_the_recorded_runs_of_this_checkout():
+  with open(report.README) as f:
+    text = f.read()
+  block = text.split(report.README_BEGIN)[1].split(report.README_END)[0]
+  assert block == '\n' + report.readme_markdown(
+      report.load_records(report.RESULTS_DIR)), (
+          'README.md is not the records\' rendering: run python '
+          'experiments/report.py')
 
 
 def test_a_number_changed_in_a_record_changes_the_page(tmp_path, records):
