@@ -139,8 +139,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope='session', autouse=True)
 def shared_compilation_cache(tmp_path_factory):
-  """One JAX persistent compilation cache for the test session and the
-  processes its tests start.
+  """One JAX persistent compilation cache for the test session (every
+  pytest-xdist worker of it) and the processes its tests start.
 
   Every `train_and_evaluate` call builds new jitted closures, so each run
   compiles its init, train and eval steps again (most of a small run's
@@ -149,7 +149,13 @@ def shared_compilation_cache(tmp_path_factory):
   compiled; the programs, and so every number, are the same (a loaded
   executable reports the same memory and cost analysis too).
   """
-  directory = str(tmp_path_factory.mktemp('jax_cache'))
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    # One for every worker of the run: beside the workers' own directories.
+    directory = tmp_path_factory.getbasetemp().parent / 'jax_cache'
+    directory.mkdir(exist_ok=True)
+    directory = str(directory)
+  else:
+    directory = str(tmp_path_factory.mktemp('jax_cache'))
   options = {'jax_persistent_cache_min_compile_time_secs': 0,
              'jax_persistent_cache_min_entry_size_bytes': 0}
   saved = {name: getattr(jax.config, name) for name in options}

@@ -257,7 +257,8 @@ def test_four_devices_match_one_device_and_checkpoints_move(tmp_path):
   one_state, one = run(parallel_config(), tmp_path / 'one')
 
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={NUM_DEVICES}')
+             XLA_FLAGS=f'{os.environ.get("XLA_FLAGS", "")} '
+             f'--xla_force_host_platform_device_count={NUM_DEVICES}')
   result = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env,
                           cwd=HERE, capture_output=True, text=True,
                           timeout=600)
