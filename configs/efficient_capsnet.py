@@ -11,9 +11,8 @@ weight 0.0005 x sum of squares (their 0.392 x mean over 784 pixels); Adam
 5e-4 decayed x0.97 every epoch; batch 16.
 
 As given, this trains on the embedded 5,000-digit sample (no network): 4,000
-train, 1,000 held out, 1,500 steps of 16 (6 epochs). Expected: 98.2%
-held-out accuracy (CapsNet quickstart: 97.8%; wall times:
-docs/performance.md).
+train, 1,000 held out, 1,500 steps of 16 (6 epochs). Its recorded result
+is docs/results.md's `sample_efficient_capsnet` (experiments/plan.py).
 
 The paper's setup, 99.74% MNIST test accuracy (0.26% error, mean of their
 runs), is 150 epochs of the 60,000 MNIST digits: the `mnist` argument sets
