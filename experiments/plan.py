@@ -76,7 +76,7 @@ EXPERIMENTS = {
     'fashion_capsnet_10ep': _experiment(
         FASHION_10EP, 'CapsNet, dynamic routing, 3 iterations',
         ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(10),
-         # A schedule made for 10 epochs, as CapsNet-Keras's: x0.9 every
+         # A schedule made for 10 epochs, CapsNet-Keras's default: x0.9 every
          # epoch (the paper's x0.96 every 2,000 steps leaves 0.91x here).
          f'--config.lr_decay_steps={_EPOCH}', '--config.lr_decay_rate=0.9'),
         scale=('the paper has no Fashion-MNIST result; configs/mnist.py\'s '
