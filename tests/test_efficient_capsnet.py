@@ -121,10 +121,11 @@ def test_batch_norm_trains_and_eval_uses_running_averages():
                              apply(variables, batch['image'][:1]),
                              rtol=1e-5, atol=1e-6)
   # eval_step too: its loss is that of the running-average model.
-  sums = train.eval_step(new_state, batch, objective=models.spec(
-      config.model).objective, loss_config=config.loss)
-  outputs = model.apply(variables, batch['image'])
-  expected = models.spec(config.model).objective(outputs, batch, config.loss)
+  sums = jax.jit(functools.partial(
+      train.eval_step, objective=models.spec(config.model).objective,
+      loss_config=config.loss))(new_state, batch)
+  expected = jax.jit(lambda v: models.spec(config.model).objective(
+      model.apply(v, batch['image']), batch, config.loss))(variables)
   np.testing.assert_allclose(sums['loss'], np.sum(expected['loss']),
                              rtol=1e-5)
   # Two micro-batches: the stats are the mean of the parts' updates.
@@ -158,8 +159,8 @@ def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   for a, b in zip(jax.tree.leaves(run.variables['batch_stats']),
                   jax.tree.leaves(state.batch_stats)):
     np.testing.assert_array_equal(a, b)
-  scores = run.model.apply(run.variables, run.dataset.test.images[:2] / 255.0,
-                           reconstruct=False).scores
+  scores = jax.jit(lambda v, x: run.model.apply(v, x, reconstruct=False))(
+      run.variables, run.dataset.test.images[:2] / 255.0).scores
   assert scores.shape == (2, 10)
   check_couplings_figure(tmp_path, 1)
 

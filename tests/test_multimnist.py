@@ -222,20 +222,21 @@ def test_capsnet_reconstructs_each_digit():
   # Random images: on blank ones every capsule is zero and every
   # reconstruction the same.
   images = jax.random.uniform(jax.random.key(1), (3, 36, 36, 1))
-  params = model.init(jax.random.key(0), images)['params']
+  # Jitted: applied eagerly, each op would compile on its own.
+  params = jax.jit(model.init)(jax.random.key(0), images)['params']
+  apply = jax.jit(lambda x, y=None: model.apply({'params': params}, x, y))
   labels = jnp.array([[1, 2], [3, 4], [5, 6]])
-  out = model.apply({'params': params}, images, labels)
+  out = apply(images, labels)
   assert out.reconstructions.shape == (3, 2, 36, 36, 1)
   np.testing.assert_array_equal(out.decoded, labels)
-  out = model.apply({'params': params}, images)
+  out = apply(images)
   top2 = np.argsort(-np.asarray(out.lengths), -1)[:, :2]
   np.testing.assert_array_equal(out.decoded, top2)
   # Each reconstruction comes from its own capsule: swapping labels swaps them.
-  swapped = model.apply({'params': params}, images, labels[:, ::-1])
+  swapped = apply(images, labels[:, ::-1])
   np.testing.assert_allclose(
       swapped.reconstructions,
-      model.apply({'params': params}, images,
-                  labels).reconstructions[:, ::-1], rtol=1e-6)
+      apply(images, labels).reconstructions[:, ::-1], rtol=1e-6)
 
 
 def test_capsnet_end_to_end(tmp_path):
