@@ -130,17 +130,6 @@ def test_capsule_grid_is_the_primary_grid():
   assert capsnet.primary_grid((36, 28, 1), 9, 9, 2) == (10, 6)
 
 
-@pytest.mark.parametrize('field, value, match', [
-    ('num_targets', 3, r'num_targets must be one of 1, 2 \(digits per image'),
-    ('num_targets', True, 'num_targets'),
-    ('decoder_hidden', (16, 0), 'decoder_hidden must be a tuple of ints'),
-    ('primary_stride', 0, 'primary_stride must be an int >= 1'),
-])
-def test_declared_field_checks(field, value, match):
-  with pytest.raises(errors.ConfigError, match=match):
-    capsnet.FIELDS[field](value, f'model.{field}')
-
-
 def test_chunked_memory_needs_dynamic_routing_once():
   fields = {'routing_memory': 'chunked', 'routing': 'self_attention'}
   with pytest.raises(errors.ConfigError, match="needs routing='dynamic'"):

@@ -78,17 +78,6 @@ def test_mnist_argument_is_the_paper_schedule():
     get_config('nope')
 
 
-@pytest.mark.parametrize('overrides,field', [
-    ({'model.primary_dim': 7}, 'primary_dim'),
-    ({'model.conv_kernels': (5, 3)}, 'conv_kernels'),
-    ({'model.routing': 'nope'}, 'routing'),
-])
-def test_bad_model_fields_are_named(overrides, field):
-  config = load_config('efficient_capsnet', **overrides)
-  with pytest.raises(errors.ConfigError, match=field):
-    models.create_model(config.model, (28, 28, 1), 10)
-
-
 def test_too_small_images_are_refused():
   config = load_config('efficient_capsnet')
   with pytest.raises(errors.InputShapeError, match='too small'):

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from capsjax import errors
 from capsjax import layers
 from capsjax import models
 from capsjax import routing
@@ -118,24 +117,3 @@ def test_chunked_training_scratch_is_much_smaller():
   u_hat_bytes = 1024 * 128 * 20 * 16 * 4  # 168 MB.
   assert full >= 2 * u_hat_bytes  # u_hat and its gradient at least.
   assert chunked < full / 4
-
-
-@pytest.mark.parametrize('field, value, match', [
-    ('routing_memory', 'remat', 'routing_memory must be one of'),
-    ('routing_chunk', 0, 'routing_chunk must be an int >= 1'),
-    ('routing_chunk', True, 'routing_chunk must be an int >= 1'),
-])
-def test_config_errors(field, value, match):
-  config = small_config('mnist')
-  config.model[field] = value
-  with pytest.raises(errors.ConfigError, match=match):
-    models.create_model(config.model, (28, 28, 1), 10)
-
-
-def test_chunked_needs_dynamic_routing(monkeypatch):
-  monkeypatch.setitem(routing.ROUTINGS, 'other', routing.dynamic_routing)
-  config = small_config('mnist')
-  config.model.routing = 'other'
-  config.model.routing_memory = 'chunked'
-  with pytest.raises(errors.ConfigError, match="needs routing='dynamic'"):
-    models.create_model(config.model, (28, 28, 1), 10)

@@ -1,5 +1,9 @@
 """Tests for capsjax.validation: bad configs are refused before anything runs.
 
+Every rejected-config test lives here: the run's fields, each model's and
+routing's declared fields (in the shipped config that uses them) and the
+rules across fields.
+
 In-process for most fields (`check_config`, `check_data`); as the user runs
 it for the four fields the issue names: `python -m capsjax.main ...` exits 1
 with one `error:` line naming the field, and leaves a finished run's workdir
@@ -7,6 +11,7 @@ byte for byte as it was.
 """
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +20,7 @@ import numpy as np
 import pytest
 
 from capsjax import errors
+from capsjax import routing
 from capsjax import train
 from capsjax import validation
 from capsjax.data.dataset import Dataset
@@ -72,6 +78,51 @@ def test_check_config_names_the_field(field, value):
 def test_check_config_accepts_the_shipped_configs():
   for name in ('mnist', 'fashion_mnist', 'quickstart'):
     validation.check_config(load_config(name))
+
+
+# The fields of each model and routing, in the shipped config that uses them:
+# (config, field, value, what the one line must say besides the field).
+@pytest.mark.parametrize('name,field,value,says', [
+    ('multimnist', 'model.num_targets', 3, 'num_targets must be 2 with'),
+    ('multimnist', 'model.num_targets', True, 'num_targets'),
+    ('mnist', 'model.routing_memory', 'remat', 'routing_memory must be one of'),
+    ('mnist', 'model.routing_chunk', 0, 'routing_chunk must be an int >= 1'),
+    ('mnist', 'model.routing_chunk', True, 'routing_chunk must be an int >= 1'),
+    ('baseline_mnist', 'model.cnn_channels', (), 'cnn_channels'),
+    ('baseline_mnist', 'model.cnn_channels', (4, 0), 'cnn_channels'),
+    ('baseline_mnist', 'model.cnn_hidden', (8.5,), 'cnn_hidden'),
+    ('baseline_mnist', 'model.cnn_kernel', 0, 'cnn_kernel'),
+    ('baseline_mnist', 'model.cnn_padding', 'FULL', 'cnn_padding'),
+    ('baseline_mnist', 'model.cnn_dropout', -0.1, 'cnn_dropout'),
+    ('baseline_mnist', 'model.cnn_dropout', 1.0, 'cnn_dropout'),
+    ('efficient_capsnet', 'model.primary_dim', 7, 'primary_dim'),
+    ('efficient_capsnet', 'model.conv_kernels', (5, 3), 'conv_kernels'),
+    ('efficient_capsnet', 'model.routing', 'nope', 'routing'),
+    ('smallnorb_em', 'model.caps_kernel', 0, 'caps_kernel'),
+    ('smallnorb_em', 'model.routing', 'dynamic', 'routing'),
+    ('smallnorb_em', 'model.inverse_temperature', -1.0, 'inverse_temperature'),
+    ('smallnorb_em', 'dataset.crop_size', -1, 'crop_size'),
+    ('smallnorb_em', 'dataset.read_size', -1, 'read_size'),
+    ('smallnorb_em', 'dataset.brightness_delta', -0.1, 'brightness_delta'),
+    ('smallnorb_em', 'dataset.contrast_delta', 1.5, 'contrast_delta'),
+    ('smallnorb_em', 'loss.spread_margin_steps', 0, 'spread_margin_steps'),
+    ('smallnorb_em', 'loss.spread_margin_end', 1.5, 'spread_margin_end'),
+])
+def test_each_models_fields_are_checked(name, field, value, says):
+  config = load_config(name, **{field: value})
+  with pytest.raises(errors.ConfigError) as e:
+    validation.check_config(config)
+  assert_one_line_naming(e.value, field)
+  assert re.search(says, str(e.value)), str(e.value)
+
+
+def test_chunked_routing_memory_needs_dynamic_routing(monkeypatch):
+  # Any other routing, even one registered later.
+  monkeypatch.setitem(routing.ROUTINGS, 'other', routing.dynamic_routing)
+  config = load_config('mnist', **{'model.routing': 'other',
+                                   'model.routing_memory': 'chunked'})
+  with pytest.raises(errors.ConfigError, match="needs routing='dynamic'"):
+    validation.check_config(config)
 
 
 def data(height=28, num_train=20):
