@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import PIL.Image
+import pytest
 
 from conftest import ROOT
 
@@ -23,6 +24,7 @@ def _predict(*args):
       env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+@pytest.mark.slow  # real processes
 def test_json_and_reconstructions(tiny_run, tmp_path):
   workdir, _ = tiny_run('capsnet')
   run = runs.load(workdir)
@@ -49,6 +51,7 @@ def test_json_and_reconstructions(tiny_run, tmp_path):
                                atol=1)
 
 
+@pytest.mark.slow  # real processes
 def test_text_output_names_each_image_and_its_class(tiny_run, tmp_path):
   workdir, _ = tiny_run('capsnet')
   image = runs.load(workdir).dataset.test.images[0]
@@ -62,6 +65,7 @@ def test_text_output_names_each_image_and_its_class(tiny_run, tmp_path):
   assert f'{path}: {best}; top-2: ' in proc.stdout
 
 
+@pytest.mark.slow  # real processes
 def test_an_error_is_one_line(tmp_path):
   proc = _predict(f'--workdir={tmp_path / "missing"}', 'x.png')
   assert proc.returncode == 1

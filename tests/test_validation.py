@@ -199,6 +199,7 @@ def finished_run(tmp_path_factory):
   return workdir, before
 
 
+@pytest.mark.slow  # real processes
 @pytest.mark.parametrize('field,value', [
     ('model.primary_stride', 0),
     ('max_checkpoints_to_keep', 0),

@@ -295,6 +295,7 @@ def _cli(*args):
       env={**os.environ, 'PYTHONPATH': ROOT}, check=False)
 
 
+@pytest.mark.slow  # real processes
 def test_cli_routing_is_the_algorithm_and_model_the_registry_name():
   proc = _cli('--routing=3', '--notorch')
   assert proc.returncode == 1
@@ -305,6 +306,7 @@ def test_cli_routing_is_the_algorithm_and_model_the_registry_name():
   assert 'error: --model has mnist; choose from capsnet' in proc.stderr
 
 
+@pytest.mark.slow  # real processes
 def test_cli_runs_each_model_and_routing_in_a_child():
   proc = _cli('--model=efficient_capsnet', '--routing=dynamic',
               '--size=cifar10', '--mode=eval', '--batch=2',

@@ -63,6 +63,7 @@ def run(workdir, steps):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), timeout=600)
 
 
+@pytest.mark.slow  # real processes
 def test_a_save_on_a_full_disk_keeps_the_previous_checkpoint(small_disk,
                                                             tmp_path):
   reference = run(tmp_path / 'reference', 8)

@@ -61,6 +61,7 @@ def test_an_old_workdir_resumes(old_workdir):
   assert np.isfinite(summary['test_loss'])
 
 
+@pytest.mark.slow  # real processes
 def test_an_old_workdir_predicts_from_the_command_line(old_workdir, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   run = runs.load(str(old_workdir))

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from capsjax import cli
 from test_crash_resume import complete_steps
 from test_crash_resume import results
@@ -144,6 +146,7 @@ def last_train_step(workdir):
     return [json.loads(line)['step'] for line in f][-1]
 
 
+@pytest.mark.slow  # real processes
 def test_signals_at_every_moment_then_rerun_resumes_exactly(tmp_path):
   scripts = str(tmp_path / 'scripts')
   os.makedirs(scripts)
@@ -204,6 +207,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # real processes
 def test_a_signal_to_one_process_stops_every_process_at_one_step(tmp_path):
   scripts = str(tmp_path / 'scripts')
   os.makedirs(scripts)
