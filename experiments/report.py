@@ -8,9 +8,9 @@ Reads only RESULTS_DIR/*.json (written by experiments/record.py) and writes
 the page and one figure per table, test accuracy per epoch, to
 results/TABLE.png beside the page (figures of tables no longer recorded are
 removed), and the summary table between README's `README_BEGIN` and
-`README_END` lines. Every number on the page is read from a record; a published number
-comes from the record's `reference` (copied from experiments/plan.py) and is
-labelled with its source. The same records give byte-identical files.
+`README_END` lines. Every number on the page is read from a record; a
+published number comes from the record's `reference` (copied from
+experiments/plan.py) and is labelled with its source. The same records give byte-identical files.
 """
 import glob
 import json

@@ -159,23 +159,17 @@ def shared_compilation_cache(tmp_path_factory):
   options = {'jax_persistent_cache_min_compile_time_secs': 0,
              'jax_persistent_cache_min_entry_size_bytes': 0}
   saved = {name: getattr(jax.config, name) for name in options}
-  environ = {'JAX_COMPILATION_CACHE_DIR': directory,
-             'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-             'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
-  saved_environ = {name: os.environ.get(name) for name in environ}
   for name, value in options.items():
     jax.config.update(name, value)
-  os.environ.update(environ)
   compilation_cache.set_cache_dir(directory)
   compilation_cache.reset_cache()
-  yield directory
+  with pytest.MonkeyPatch.context() as patch:
+    # The same settings for the processes tests start.
+    patch.setenv('JAX_COMPILATION_CACHE_DIR', directory)
+    patch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+    patch.setenv('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+    yield directory
   compilation_cache.set_cache_dir(None)
   compilation_cache.reset_cache()
   for name, value in saved.items():
     jax.config.update(name, value)
-  for name, value in saved_environ.items():
-    if value is None:
-      os.environ.pop(name, None)
-    else:
-      os.environ[name] = value
-

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from capsjax import errors
+from capsjax import models
 from capsjax import routing
 from capsjax import train
 from capsjax import validation
@@ -114,6 +115,14 @@ def test_each_models_fields_are_checked(name, field, value, says):
     validation.check_config(config)
   assert_one_line_naming(e.value, field)
   assert re.search(says, str(e.value)), str(e.value)
+
+
+def test_a_model_built_by_a_library_caller_checks_its_fields():
+  # Without check_config's rules across fields: the model's own check.
+  config = load_config('multimnist', **{'model.num_targets': 3})
+  with pytest.raises(errors.ConfigError,
+                     match=r'num_targets must be one of 1, 2 \(digits'):
+    models.create_model(config.model, (36, 36, 1), 10)
 
 
 def test_chunked_routing_memory_needs_dynamic_routing(monkeypatch):
