@@ -26,6 +26,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
     os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0']))
 
+def pytest_collection_modifyitems(items):
+  """tests/scenarios/ first, then the other files with slow tests, then the
+  rest; each file's tests in their own order.
+
+  pytest-xdist hands out whole files in this order (`--dist loadfile
+  --no-loadscope-reorder` in pyproject.toml): the long files start early and
+  the short ones fill in at the end, instead of one long file (a fresh
+  virtualenv, the kill tests) running alone while the other workers idle.
+  """
+  slow_files = {item.path for item in items if item.get_closest_marker('slow')}
+  items.sort(key=lambda item: (item.path.parent.name != 'scenarios',
+                               item.path not in slow_files))  # stable
+
+
 # A CapsNet of the paper's shape with few channels: a few seconds a run.
 SMALL_MODEL = {
     'model.conv1_channels': 8,

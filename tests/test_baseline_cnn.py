@@ -74,6 +74,7 @@ def test_cross_entropy_objective_against_hand_values():
   np.testing.assert_allclose(out['loss'], hand, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_mnist_end_to_end(tmp_path):
   config = small_config('baseline_mnist', **TINY, **{
       'dataset.source': 'embedded', 'dataset.name': 'mnist_5k'})

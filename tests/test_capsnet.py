@@ -31,6 +31,7 @@ def _apply(model, params, images, **kwargs):
 @pytest.mark.parametrize('input_shape,grid', [((28, 28, 1), 6),
                                               ((32, 32, 3), 8),
                                               ((36, 36, 1), 10)])
+@pytest.mark.slow  # trains or compiles a whole model
 def test_output_shapes(input_shape, grid):
   model = _model(input_shape=input_shape, num_classes=7, routing_iters=2)
   images, params = _init(model)
@@ -61,6 +62,7 @@ def test_paper_model_parameter_count():
                    'digit_caps': 1474560, 'decoder': 1411344}
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_reconstruction_masked_by_label_or_by_prediction():
   model = _model()
   images, params = _init(model, batch=4)

@@ -73,6 +73,7 @@ def test_sliced_conv_custom_vjp_matches_numerical_gradient():
                     order=1, modes=['rev'])
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_sliced_conv_paper_primarycaps_size():
   # The real PrimaryCaps: 256 channels in, 32 x 8 out, on a 20x20 Conv1 map.
   x, w = _inputs((2, 20, 20, 256), 9, out_channels=256)

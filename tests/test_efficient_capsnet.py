@@ -84,6 +84,7 @@ def test_too_small_images_are_refused():
     models.create_model(config.model, (16, 16, 1), 10)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_batch_norm_trains_and_eval_uses_running_averages():
   config = load_config('efficient_capsnet', **SMALL_EFFICIENT)
   model = models.create_model(config.model, (28, 28, 1), 10)
@@ -136,6 +137,7 @@ def test_capsnet_state_and_params_are_unchanged():
   assert train.model_variables(state).keys() == {'params'}
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   config = load_config('efficient_capsnet', **SMALL_EFFICIENT)
   state, summary = train.train_and_evaluate(config, str(tmp_path))
@@ -154,6 +156,7 @@ def test_efficient_capsnet_end_to_end_and_reload(tmp_path):
   check_couplings_figure(tmp_path, 1)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 @pytest.mark.parametrize('routing', ['self_attention', 'inverted_dot_product'])
 def test_capsnet_with_vector_routing_end_to_end(tmp_path, routing):
   config = small_config('quickstart', **{'model.routing': routing,

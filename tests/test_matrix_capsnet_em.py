@@ -101,6 +101,7 @@ def test_paper_parameter_count_and_shapes():
   assert out.couplings.shape == (3, 3, 4 * 4 * 32, 5)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_tiny_forward_is_finite_and_per_example():
   config = load_config('smallnorb_em', **TINY_EM)
   model = models.create_model(config.model, (20, 20, 1), 5)
@@ -236,6 +237,7 @@ def test_crop_larger_than_images_is_a_config_error():
 # -------------------------------------------------------------- end to end --
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_smallnorb_em_config_trains_on_mock_data_and_draws_figures(tmp_path):
   config = load_config('smallnorb_em', **TINY_EM)
   with tfds.testing.mock_data(num_examples=16):

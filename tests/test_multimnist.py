@@ -216,6 +216,7 @@ def test_pair_reconstruction_loss_matches_digits_to_their_capsules():
       losses.pair_reconstruction_loss(recon, digits, decoded, labels), [8, 0])
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_capsnet_reconstructs_each_digit():
   config = small_config('multimnist')
   model = models.create_model(config.model, (36, 36, 1), 10)
@@ -239,6 +240,7 @@ def test_capsnet_reconstructs_each_digit():
       apply(images, labels).reconstructions[:, ::-1], rtol=1e-6)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_capsnet_end_to_end(tmp_path):
   config = small_config('multimnist', **EMBEDDED,
                         **{'dataset.multimnist_test_size': 40})

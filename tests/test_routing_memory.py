@@ -77,6 +77,7 @@ def test_capsules_layer_memory_modes_agree():
     layers.Capsules(5, 4, 3, routing_memory='low').apply(variables, u)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_capsnet_training_gradients_agree():
   """The whole network's loss gradient, both memory modes, float64."""
   config = small_config('mnist')

@@ -49,6 +49,7 @@ def test_registry_has_a_tiny_run_of_every_model():
   assert sorted(TINY_RUNS) == sorted(models.MODELS)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 @pytest.mark.parametrize('name', sorted(TINY_RUNS))
 def test_apply_uses_every_variable_and_the_runs_preprocessing(tiny_run, name):
   workdir, _ = tiny_run(name)
@@ -68,6 +69,7 @@ def test_apply_uses_every_variable_and_the_runs_preprocessing(tiny_run, name):
   assert out.scores.shape == (5, run.dataset.num_classes)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_a_reloaded_run_is_evaluated_as_at_the_end_of_training(tiny_run):
   # The EM network's run crops and standardizes its test images.
   workdir, summary = tiny_run('matrix_capsnet_em')
@@ -83,6 +85,7 @@ def test_a_reloaded_run_is_evaluated_as_at_the_end_of_training(tiny_run):
   assert again['test_accuracy'] == summary['test_accuracy']
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 @pytest.mark.parametrize('name', sorted(TINY_RUNS))
 def test_predict_classifies_files_for_every_model(tiny_run, name, tmp_path):
   workdir, _ = tiny_run(name)
@@ -121,6 +124,7 @@ def folder_run(tmp_path_factory):
   return str(root / 'work'), root / 'digits'
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_predictions_of_files_match_the_model(folder_run):
   workdir, digits = folder_run
   files = [str(digits / 'two' / '3.png'), str(digits / 'zero' / '0.png')]

@@ -38,6 +38,7 @@ def params_close(a, b):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_train_and_evaluate_writes_the_workdir(tmp_path):
   state, summary = run(small_config(), tmp_path)
   assert int(state.step) == 4
@@ -71,6 +72,7 @@ def test_train_and_evaluate_writes_the_workdir(tmp_path):
     assert json.load(f)['model']['conv1_channels'] == 8
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_resume_and_extend_equal_an_uninterrupted_run(tmp_path):
   _, _ = run(small_config(num_train_steps=4), tmp_path / 'split')
   resumed_state, resumed = run(small_config(num_train_steps=6),
@@ -84,6 +86,7 @@ def test_resume_and_extend_equal_an_uninterrupted_run(tmp_path):
   assert resumed['test_loss'] == pytest.approx(straight['test_loss'], rel=1e-5)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_restore_returns_the_saved_state_and_finished_runs_are_kept(tmp_path):
   state, summary = run(small_config(), tmp_path)
   lines = len(read_jsonl(tmp_path / 'metrics.jsonl'))
@@ -101,6 +104,7 @@ def test_restore_returns_the_saved_state_and_finished_runs_are_kept(tmp_path):
   assert meta['model']['conv1_channels'] == 8
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_shape_changing_override_is_refused(tmp_path):
   run(small_config(num_train_steps=2), tmp_path)
   with pytest.raises(errors.CheckpointMismatchError) as e:
@@ -131,6 +135,7 @@ def random_batch(size=8, seed=0, height=28):
           'label': rng.integers(0, 10, size).astype(np.int32)}
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_microbatches_give_the_same_step():
   config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3})
   _, state = small_state(config, image_shape=(12, 12, 1))
@@ -176,6 +181,7 @@ def test_train_state_steps_with_the_decayed_rate():
                              rtol=1e-3)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_train_and_eval_steps_use_the_configured_loss_constants():
   # Constants far from the defaults, and m_plus != 1 - m_minus, so a step
   # that ignored them or swapped two of them would give another loss.
@@ -215,6 +221,7 @@ def test_unwritable_workdir(tmp_path):
     run(small_config(), blocker / 'run')
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_non_finite_loss_stops_before_anything_is_saved(tmp_path, monkeypatch,
                                                         caplog):
   # Checkpoints at 2, 4, 6; the batch of step 5 is poisoned with NaN pixels,
@@ -272,6 +279,7 @@ def test_first_non_finite_names_the_step_and_the_quantity(values, expected):
   assert train._first_non_finite(fetched, first_step=10) == expected
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_evaluate_counts_every_example_once(tmp_path):
   # 13 examples in batches of 5: 5 + 5 + 3 real rows, 2 rows of padding.
   config = small_config(**{'model.conv1_kernel': 3, 'model.primary_kernel': 3,

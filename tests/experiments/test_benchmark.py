@@ -32,6 +32,7 @@ def test_model_flops_of_the_paper_network():
   assert 1.1e9 < benchmark['model_flops'](model, 1, train=True) < 1.3e9
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_measure_runs_the_real_steps(mode):
   config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
@@ -147,6 +148,7 @@ def test_cpu_facts_name_the_bf16_flags(monkeypatch):
   assert facts['cpu_model']  # /proc/cpuinfo's model name, or 'unknown'.
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_measure_memory_only_compiles_without_timing():
   config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
       'get_config']()
@@ -189,6 +191,7 @@ def test_op_parts_name_the_module_and_the_backward_pass():
       'gather_fusion': 'primary_caps', 'gather.1': 'primary_caps'}
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_profile_splits_the_real_step_by_model_part(capsys):
   mode = 'train'  # Forward and backward parts.
   config = runpy.run_path(os.path.join(ROOT, 'configs', 'mnist.py'))[
@@ -233,6 +236,7 @@ def _tiny_efficient_capsnet():
   return config
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_measure_other_models_count_flops_with_xla():
   config = _tiny_efficient_capsnet()
   row = benchmark['measure']('eval', 2, 1, steps=1, warmup=0, config=config)
@@ -246,6 +250,7 @@ def test_measure_other_models_count_flops_with_xla():
       row['model_gflop_per_step'] * 1e3 / row['step_ms'])
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_measure_routing_replaces_the_configs():
   config = _tiny_efficient_capsnet()
   row = benchmark['measure']('train', 2, 2, routing='dynamic',

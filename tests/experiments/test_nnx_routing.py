@@ -2,6 +2,7 @@
 from flax import nnx
 import jax
 import numpy as np
+import pytest
 
 from conftest import load_script
 
@@ -26,6 +27,7 @@ def test_capsule_layer_matches_linen_capsules():
   assert np.abs(np.asarray(c[:, -1]) - 1 / 3).max() > 1e-5
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_training_lowers_the_loss():
   losses = nnx_routing.train(24, batch_size=16, learning_rate=3e-3,
                              conv1_channels=8, primary_types=2,

@@ -187,6 +187,7 @@ def test_table_1_is_mean_and_sample_std_over_seeds():
                    '| 3 | yes | 0.50 ± – | 1 | 100 |']
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_sweep_writes_one_row_per_run_table_1_and_a_plot(sweep_dir):
   rows = read_csv(sweep_dir / 'results.csv')
   assert {'run', 'routing_iters', 'reconstruction', 'seed', 'test_error_pct',
@@ -214,6 +215,7 @@ def test_sweep_writes_one_row_per_run_table_1_and_a_plot(sweep_dir):
   assert png_size(sweep_dir / 'test_error.png') == (350, 500)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_rerun_skips_finished_runs_and_retrains_the_rest(
     sweep_dir, tmp_path, monkeypatch):
   copy = tmp_path / 'sweep'
@@ -253,6 +255,7 @@ def test_rerun_skips_finished_runs_and_retrains_the_rest(
   assert calls == [('iters1_recon-off_seed0', 3)]
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_sweep_command_line(sweep_dir, tmp_path):
   # The one subprocess: flags, --config.FIELD overrides and the exit status.
   copy = tmp_path / 'sweep'
@@ -287,6 +290,7 @@ EXPECTED_PNG_SIZES = {  # (height, width) in pixels
 }
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_visualize_writes_the_five_figures(sweep_dir, tmp_path):
   paths = visualize.visualize(str(sweep_dir / 'iters2_recon-on_seed0'),
                               str(tmp_path / 'figures'))
@@ -297,6 +301,7 @@ def test_visualize_writes_the_five_figures(sweep_dir, tmp_path):
     assert png_size(paths[name]) == size, name
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_visualize_without_reconstruction_skips_the_decoder_figures(
     sweep_dir, tmp_path, caplog):
   caplog.set_level('INFO')
@@ -308,6 +313,7 @@ def test_visualize_without_reconstruction_skips_the_decoder_figures(
   assert 'decoder is untrained' in caplog.text
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_loaded_run_reproduces_its_test_loss(sweep_dir):
   # Without reconstruction the test loss is the mean margin loss, so the
   # restored parameters and the model must be exactly the trained ones.
@@ -339,6 +345,7 @@ def test_perturbation_batch_changes_one_dimension_by_each_delta():
       np.testing.assert_allclose(batch[d, k], expected, atol=1e-6)
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_figure_4_grid_is_16_dimensions_by_11_decoded_images(sweep_dir):
   run = runs.load(str(sweep_dir / 'iters2_recon-on_seed0'))
   out = visualize.forward(run, run.dataset.test.images[:1])

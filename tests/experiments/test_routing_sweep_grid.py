@@ -131,6 +131,7 @@ def test_rows_are_named_from_config_json(tmp_path):
   assert (tmp_path / 'test_error.png').stat().st_size > 0
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_grid_sweep_trains_skips_and_resumes(tmp_path, monkeypatch):
   grid = routing_sweep.parse_grid(
       tiny_config(), ['model.routing=dynamic,inverted_dot_product'])

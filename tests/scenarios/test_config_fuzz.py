@@ -33,6 +33,9 @@ from conftest import ROOT
 from conftest import SMALL_RUN
 from test_validation import snapshot
 
+# Every config is traced through train_and_evaluate; some real processes.
+pytestmark = pytest.mark.slow
+
 CONFIGS = sorted(os.path.basename(path)[:-3]
                  for path in glob.glob(os.path.join(ROOT, 'configs', '*.py')))
 

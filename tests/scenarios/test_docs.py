@@ -11,6 +11,8 @@ import re
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the docs' code blocks build and run whole models
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGES = ['README.md'] + sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'docs').glob('*.md'))

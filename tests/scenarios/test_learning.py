@@ -12,9 +12,13 @@ out, 100 per class) and must classify at least 80% of the held-out digits
 """
 import json
 
+import pytest
+
 from capsjax import train
 from capsjax import workdir as workdir_lib
 from conftest import load_config
+
+pytestmark = pytest.mark.slow  # a short real training run
 
 STEPS = 100
 LEARNS = {

@@ -23,6 +23,8 @@ from capsjax import train
 from capsjax import workdir as workdir_lib
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # old workdirs resumed and trained
+
 FIXTURES = sorted(glob.glob(os.path.join(ROOT, 'tests', 'fixtures',
                                          'workdir_v*')))
 
@@ -61,7 +63,6 @@ def test_an_old_workdir_resumes(old_workdir):
   assert np.isfinite(summary['test_loss'])
 
 
-@pytest.mark.slow  # real processes
 def test_an_old_workdir_predicts_from_the_command_line(old_workdir, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   run = runs.load(str(old_workdir))
