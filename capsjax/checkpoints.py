@@ -124,7 +124,7 @@ class Checkpointer:
   alone moves a damaged checkpoint aside while the others wait for it.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: Optional[int] = 2):
     self.directory = os.path.abspath(directory)
     self._is_leader = jax.process_index() == 0
     self._saving = None  # (step, bytes of its arrays) of the last save.
@@ -142,6 +142,10 @@ class Checkpointer:
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The steps of the checkpoints on disk, oldest first."""
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Starts saving `(state, meta)` as `step`.

@@ -43,6 +43,27 @@ def _drop_records_after(path: str, step: int) -> None:
     workdir_lib.write_text(path, ''.join(kept))
 
 
+def read_split(workdir: str, split: str = 'test') -> list[dict]:
+  """The records of `split` in WORKDIR/metrics.jsonl, one per step, by step.
+
+  Each is `{'step': .., name: value, ...}` (without 'split'); a step logged
+  twice keeps its last line, and a line cut short by a kill is skipped. No
+  file gives [].
+  """
+  by_step = {}
+  path = workdir_lib.path(workdir, workdir_lib.METRICS)
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except ValueError:
+          continue
+        if record.pop('split', None) == split:
+          by_step[record['step']] = record
+  return [by_step[step] for step in sorted(by_step)]
+
+
 class MetricWriter:
   """Writes scalars; only process 0 writes, so multi-host runs log once."""
 

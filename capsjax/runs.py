@@ -170,11 +170,29 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(recorded)
 
 
-def load(workdir: str) -> Run:
-  """Loads the config, dataset, model and latest variables of a workdir.
+def kept_steps(workdir: str) -> list[int]:
+  """The steps of the checkpoints a run kept, oldest first ([] if none)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  ckpt_dir = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
+  # Checked before opening the manager, which would create the directory.
+  if not os.path.isdir(ckpt_dir):
+    return []
+  ckpt = checkpoints.Checkpointer(ckpt_dir, max_to_keep=None)  # only reads
+  try:
+    return ckpt.all_steps()
+  finally:
+    ckpt.close()
+
+
+def load(workdir: str, step: Optional[int] = None) -> Run:
+  """Loads the config, dataset, model and variables of a workdir.
+
+  Args:
+    workdir: a run's workdir.
+    step: the checkpoint to load (one the run kept); default the latest.
 
   Raises:
-    errors.ConfigError: no config.json, or no checkpoint yet.
+    errors.ConfigError: no config.json, no checkpoint yet, or none at `step`.
     errors.CheckpointMismatchError: the checkpoint does not fit the model
       config.json describes.
     errors.DataError: the run's dataset cannot be loaded here.
@@ -188,11 +206,18 @@ def load(workdir: str) -> Run:
   # Checked before opening the manager, which would create the directory.
   if not os.path.isdir(ckpt_dir):
     raise no_checkpoint
-  ckpt = checkpoints.Checkpointer(ckpt_dir)
+  ckpt = checkpoints.Checkpointer(ckpt_dir,
+                                  max_to_keep=config.max_checkpoints_to_keep)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    kept = ckpt.all_steps()
+    if not kept:
       raise no_checkpoint
+    if step is None:
+      step = kept[-1]
+    elif step not in kept:
+      raise errors.ConfigError(
+          f'{workdir} has no checkpoint at step {step}; it kept steps '
+          f'{", ".join(map(str, kept))} (pick one of them).')
     dataset = data.load(config.dataset)
     preprocessing = data.Preprocessing.from_config(config.dataset, dataset)
     model = models.create_model(

@@ -1,6 +1,7 @@
 r"""Robustness to affine transformations (Sabour et al. 2017, Section 5.2).
 
-    python experiments/affine_robustness.py --workdirs=W1,W2 [--affnist_dir=DIR]
+    python experiments/affine_robustness.py --workdirs=W1,W2 [--match_clean] \
+        [--affnist_dir=DIR]
 
 Each workdir is a finished run trained on the expanded MNIST canvas
 (--config.dataset.canvas_size=40 --config.dataset.max_shift=0), e.g. a
@@ -19,7 +20,9 @@ examples.png (transformed digits with each model's prediction) to --out
 
 Compare models of similar clean accuracy: the paper stopped its CNN when it
 matched CapsNet on the expanded test set (99.22% vs 99.23%) and then reports
-79% (CapsNet) against 66% (CNN) on affNIST.
+79% (CapsNet) against 66% (CNN) on affNIST. --match_clean does that for two
+runs: of the checkpoints each kept, it tests the pair whose clean accuracies
+(their test evaluations) are the closest.
 """
 import csv
 import io
@@ -38,6 +41,7 @@ import numpy as np
 from capsjax import cli
 from capsjax import data
 from capsjax import errors
+from capsjax import metric_writers
 from capsjax import runs
 from capsjax import workdir as workdir_lib
 from capsjax.data import affine
@@ -89,10 +93,51 @@ def check_runs(trained_runs: Sequence[runs.Run]) -> None:
           f'--config.dataset.canvas_size=40 --config.dataset.max_shift=0.')
 
 
+def matched_steps(workdirs: Sequence[str]) -> list[int]:
+  """The kept checkpoint of each of two runs whose clean accuracies are the
+  closest, as the paper stopped its CNN at CapsNet's clean accuracy.
+
+  A run's clean accuracy at a step is its test evaluation there (the 40x40
+  test set); among equally close pairs the most accurate, then the latest.
+
+  Raises:
+    errors.ConfigError: not two workdirs, or one has no evaluated checkpoint.
+  """
+  if len(workdirs) != 2:
+    raise errors.ConfigError(
+        f'--match_clean compares two runs, got {len(workdirs)} workdirs; '
+        f'pass --workdirs=W1,W2.')
+  evaluated = []
+  for workdir in workdirs:
+    kept = set(runs.kept_steps(workdir))
+    accuracy = {e['step']: e['accuracy']
+                for e in metric_writers.read_split(workdir, 'test')
+                if e['step'] in kept}
+    if not accuracy:
+      raise errors.ConfigError(
+          f'{workdir} has no checkpoint with a test evaluation; train it '
+          f'with --config.checkpoint_every_steps equal to '
+          f'--config.eval_every_steps.')
+    evaluated.append(accuracy)
+  (a, b) = evaluated
+  pairs = [(abs(a[i] - b[j]), -min(a[i], b[j]), -(i + j), i, j)
+           for i in a for j in b]
+  return list(min(pairs)[3:])
+
+
 def evaluate(workdirs: Sequence[str], out: str | None = None,
              affnist_dir: str | None = None, num_examples: int = 10_000,
-             seed: int = 0) -> list[dict]:
+             seed: int = 0, match_clean: bool = False) -> list[dict]:
   """Tests every workdir on its clean and the affine set; writes the table.
+
+  Args:
+    workdirs: finished runs trained on the 40x40 canvas.
+    out: the directory for results.md, results.csv and examples.png.
+    affnist_dir: affNIST's .mat files; None generates an affNIST-like set.
+    num_examples: the generated set's size.
+    seed: the generated set's seed.
+    match_clean: for two runs, test the checkpoints `matched_steps` picks
+      instead of the latest.
 
   Returns:
     One row per workdir with the `COLUMNS`.
@@ -104,7 +149,8 @@ def evaluate(workdirs: Sequence[str], out: str | None = None,
   if not workdirs:
     raise errors.ConfigError('--workdirs is empty; pass W1,W2,... of runs '
                              'trained with --config.dataset.canvas_size=40.')
-  loaded = [runs.load(w) for w in workdirs]
+  steps = matched_steps(workdirs) if match_clean else [None] * len(workdirs)
+  loaded = [runs.load(w, step) for w, step in zip(workdirs, steps)]
   check_runs(loaded)
   images, labels, description = affine_set(loaded, affnist_dir, num_examples,
                                            seed)
@@ -206,7 +252,7 @@ def main(argv):
                                f'{FLAGS.num_examples}; pass e.g. 10000.')
     workdirs = [w for w in FLAGS.workdirs.split(',') if w]
     rows = evaluate(workdirs, FLAGS.out, FLAGS.affnist_dir,
-                    FLAGS.num_examples, FLAGS.seed)
+                    FLAGS.num_examples, FLAGS.seed, FLAGS.match_clean)
     for row in rows:
       print(f'{row["model"]:>14} {row["workdir"]}: clean '
             f'{100 * row["clean_accuracy"]:.2f}%, affine '
@@ -229,6 +275,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_integer('seed', 0, 'Generated set: the seed of the '
                        'transforms.', flag_values=flag_values)
+  flags.DEFINE_bool('match_clean', False, 'With two workdirs: test the '
+                    'checkpoint of each whose clean accuracy is closest to '
+                    'the other\'s (as the paper did), not the latest.',
+                    flag_values=flag_values)
   flags.mark_flags_as_required(['workdirs'], flag_values)
 
 

@@ -9,7 +9,6 @@ run used), prints a Markdown table of test accuracy per epoch and writes the
 figure. With --reference the published curve of another implementation is
 drawn beside it (see `REFERENCES`).
 """
-import json
 import os
 from typing import Optional, Sequence
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from capsjax import cli
 from capsjax import data
 from capsjax import errors
+from capsjax import metric_writers
 from capsjax import runs
 from capsjax import workdir as workdir_lib
 
@@ -50,18 +50,14 @@ def epoch_accuracies(workdir: str) -> list[dict]:
   config = runs.read_config(workdir)
   train_examples = data.load(config.dataset).train.num_examples
   steps_per_epoch = train_examples // config.batch_size
-  path = workdir_lib.path(workdir, workdir_lib.METRICS)
-  records = []
-  if os.path.exists(path):
-    with open(path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
   rows = [{'epoch': r['step'] / steps_per_epoch, 'step': r['step'],
            'test_accuracy': r['accuracy']}
-          for r in records if r.get('split') == 'test']
+          for r in metric_writers.read_split(workdir, 'test')]
   if not rows:
     raise errors.ConfigError(
-        f'{path} has no test evaluations yet; train with python -m '
-        f'capsjax.main --workdir={workdir} first.')
+        f'{workdir_lib.path(workdir, workdir_lib.METRICS)} has no test '
+        f'evaluations yet; train with python -m capsjax.main '
+        f'--workdir={workdir} first.')
   return rows
 
 

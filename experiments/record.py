@@ -2,6 +2,7 @@ r"""Runs an experiment of experiments/plan.py and records it.
 
     python experiments/record.py list
     python experiments/record.py run NAME [--workdir=DIR] [-- --config.F=V ...]
+    python experiments/record.py table KEY
 
 `run` trains the plan's run NAME in-process with
 `capsjax.train.train_and_evaluate` in DIR (default experiments/workdirs/NAME)
@@ -9,7 +10,12 @@ and then writes its record, experiments/results/NAME.json. A run that was
 interrupted resumes from its checkpoint when the command is repeated and is
 recorded once, when it finishes; repeating a finished run trains nothing and
 rewrites the same record. Arguments after `--` are added to the plan's (and
-recorded).
+recorded). An entry of kind 'affine_robustness' trains nothing: it tests the
+entry's two finished runs at matched clean accuracy (`record_affine`).
+
+`table KEY` runs every experiment of the plan's tables `TABLES[KEY]` in plan
+order, e.g. `table fashion_models` for the routings and models side by side;
+finished runs are only recorded again.
 
 A record holds what the results page shows and what is needed to trust it:
 the command and the capsjax.main arguments, the config, the summary
@@ -21,11 +27,13 @@ backend and device, versions). No per-step training logs.
 
 docs/results.md is rendered from the records by experiments/report.py.
 """
+import importlib.util
 import json
 import os
 import platform
 import runpy
 import subprocess
+import time
 from typing import Optional, Sequence
 
 from absl import app
@@ -36,6 +44,7 @@ from ml_collections import config_flags
 import capsjax
 from capsjax import cli
 from capsjax import errors
+from capsjax import metric_writers
 from capsjax import train
 from capsjax import validation
 from capsjax import workdir as workdir_lib
@@ -54,6 +63,11 @@ FORMAT = 1
 def load_plan(path: str = PLAN_FILE) -> dict:
   """`EXPERIMENTS` of the plan file: name -> experiment dict."""
   return runpy.run_path(path)['EXPERIMENTS']
+
+
+def load_tables(path: str = PLAN_FILE) -> dict:
+  """`TABLES` of the plan file: key -> the titles of its tables."""
+  return runpy.run_path(path)['TABLES']
 
 
 def experiment(name: str, plan: Optional[dict] = None) -> dict:
@@ -145,23 +159,10 @@ def evaluations(workdir: str, batch_size: int,
                 train_examples: int) -> list[dict]:
   """The test metrics of every evaluation in WORKDIR/metrics.jsonl, by step.
 
-  Each is `{'step', 'epoch', metric: value}`; a step logged twice (it cannot
-  be after a resume, see capsjax.metric_writers) keeps its last line.
+  Each is `{'step', 'epoch', metric: value}`.
   """
-  by_step = {}
-  path = workdir_lib.path(workdir, workdir_lib.METRICS)
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          entry = json.loads(line)
-        except ValueError:
-          continue
-        if entry.get('split') == 'test':
-          entry.pop('split')
-          entry['epoch'] = entry['step'] * batch_size / train_examples
-          by_step[entry['step']] = entry
-  return [by_step[step] for step in sorted(by_step)]
+  return [{**entry, 'epoch': entry['step'] * batch_size / train_examples}
+          for entry in metric_writers.read_split(workdir, 'test')]
 
 
 def _finished_summary(config, workdir: str) -> Optional[dict]:
@@ -248,30 +249,130 @@ def record(name: str, plan_entry: dict, workdir: str,
   return entry
 
 
+def _script(name: str):
+  """experiments/NAME.py as a module (the experiments are scripts)."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, 'experiments', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def record_affine(name: str, plan_entry: dict, plan: dict,
+                  workdirs_dir: str = WORKDIRS,
+                  results_dir: str = RESULTS_DIR) -> dict:
+  """Tests the plan entry's two finished runs on the affine set at matched
+  clean accuracy and writes `results_dir/NAME.json`.
+
+  The runs are the plan's experiments `plan_entry['runs']`, trained in
+  `workdirs_dir/RUN` (by `record.py run RUN`); experiments/
+  affine_robustness.py's `evaluate(..., match_clean=True)` picks their
+  checkpoints and writes its table and figure to `workdirs_dir/NAME`.
+
+  Raises:
+    errors.UserError: a run has not finished, or the evaluation fails.
+  """
+  workdirs = []
+  for run in plan_entry['runs']:
+    workdir = os.path.join(workdirs_dir, run)
+    if not os.path.exists(workdir_lib.path(workdir, workdir_lib.SUMMARY)):
+      raise errors.ConfigError(
+          f'{name} tests the finished run {run}, which is not in {workdir}; '
+          f'first run python experiments/record.py run {run}.')
+    workdirs.append(workdir)
+  start = time.time()
+  rows = _script('affine_robustness').evaluate(
+      workdirs, os.path.join(workdirs_dir, name), match_clean=True)
+  entry = {
+      'format': FORMAT,
+      'kind': 'affine_robustness',
+      'name': name,
+      'table': plan_entry['table'],
+      'scale': plan_entry['scale'],
+      'reference': plan_entry['reference'],
+      'command': f'python experiments/record.py run {name}',
+      'invocations': [environment()],
+      'wall_s': time.time() - start,
+      'rows': [{'run': run, 'row': plan[run]['row'],
+                **{k: row[k] for k in ('model', 'steps', 'clean_accuracy',
+                                       'affine_accuracy', 'clean_examples',
+                                       'affine_examples')}}
+               for run, row in zip(plan_entry['runs'], rows)],
+  }
+  os.makedirs(results_dir, exist_ok=True)
+  entry = json.loads(json.dumps(entry))
+  workdir_lib.write_json(os.path.join(results_dir, f'{name}.json'), entry)
+  return entry
+
+
+def run_and_print(name: str, plan: dict, extra: Sequence[str] = (),
+                  workdir: Optional[str] = None,
+                  results_dir: str = RESULTS_DIR) -> dict:
+  """Records the plan's experiment NAME (trained in WORKDIRS/NAME unless
+  `workdir` is given) and prints its result in a line per row."""
+  entry = experiment(name, plan)
+  if entry.get('kind') == 'affine_robustness':
+    if extra or workdir:
+      raise errors.ConfigError(
+          f'{name} tests finished runs; it takes no --workdir or config '
+          f'arguments.')
+    result = record_affine(name, entry, plan, results_dir=results_dir)
+    for row in result['rows']:
+      print(f'{name}: {row["run"]} at step {row["steps"]}: clean '
+            f'{100 * row["clean_accuracy"]:.2f}%, affine '
+            f'{100 * row["affine_accuracy"]:.2f}%')
+    return result
+  result = record(name, entry, workdir or os.path.join(WORKDIRS, name),
+                  results_dir, extra)
+  summary = result['summary']
+  print(f'{name}: test accuracy {100 * summary["test_accuracy"]:.2f}% '
+        f'after {summary["steps"]} steps; recorded in '
+        f'{os.path.join(results_dir, name)}.json')
+  return result
+
+
+def table_names(key: str, plan: dict, tables: dict) -> list[str]:
+  """The plan's experiments in the tables `tables[key]`, in plan order."""
+  if key not in tables:
+    raise errors.ConfigError(
+        f'no table {key!r} in experiments/plan.py; use one of '
+        f'{", ".join(tables)}.')
+  return [name for name, entry in plan.items()
+          if entry['table'] in tables[key]]
+
+
 def main(argv):
   with cli.user_errors_exit():
-    if len(argv) < 2 or argv[1] not in ('list', 'run'):
-      raise errors.ConfigError('pass a command: record.py list, or '
-                               'record.py run NAME [-- --config.F=V ...].')
+    if len(argv) < 2 or argv[1] not in ('list', 'run', 'table'):
+      raise errors.ConfigError(
+          'pass a command: record.py list, record.py run NAME [-- '
+          '--config.F=V ...], or record.py table KEY.')
     plan = load_plan()
     if argv[1] == 'list':
+      tables = load_tables()
+      for key in tables:
+        print(f'table {key}: {", ".join(table_names(key, plan, tables))}')
       for name in sorted(plan):
-        print(f'{name}: {" ".join(plan[name]["args"])}')
+        entry = plan[name]
+        print(f'{name}: ' + (f'tests {", ".join(entry["runs"])}'
+                             if 'runs' in entry else ' '.join(entry['args'])))
       return
     if len(argv) < 3:
-      raise errors.ConfigError('record.py run needs the experiment\'s NAME '
-                               '(record.py list shows them).')
+      raise errors.ConfigError(f'record.py {argv[1]} needs a NAME or KEY '
+                               f'(record.py list shows them).')
     cli.setup()
-    name, extra = argv[2], argv[3:]
+    if argv[1] == 'table':
+      if len(argv) > 3 or FLAGS.workdir:
+        raise errors.ConfigError(
+            'record.py table KEY runs the plan\'s commands as they are; '
+            'pass no --workdir or config arguments.')
+      for name in table_names(argv[2], plan, load_tables()):
+        run_and_print(name, plan, results_dir=FLAGS.results_dir)
+      return
+    extra = argv[3:]
     if extra and extra[0] == '--':
       extra = extra[1:]
-    entry = experiment(name, plan)
-    workdir = FLAGS.workdir or os.path.join(WORKDIRS, name)
-    result = record(name, entry, workdir, FLAGS.results_dir, extra)
-    summary = result['summary']
-    print(f'{name}: test accuracy {100 * summary["test_accuracy"]:.2f}% '
-          f'after {summary["steps"]} steps; recorded in '
-          f'{os.path.join(FLAGS.results_dir, name)}.json')
+    run_and_print(argv[2], plan, extra, FLAGS.workdir, FLAGS.results_dir)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:

@@ -10,7 +10,9 @@ results/TABLE.png beside the page (figures of tables no longer recorded are
 removed), and the summary table between README's `README_BEGIN` and
 `README_END` lines. Every number on the page is read from a record; a
 published number comes from the record's `reference` (copied from
-experiments/plan.py) and is labelled with its source. The same records give byte-identical files.
+experiments/plan.py) and is labelled with its source. The same records give
+byte-identical files. A record of kind 'affine_robustness' (two runs tested
+on the affine set) gets a section of its own and no figure.
 """
 import glob
 import json
@@ -41,6 +43,10 @@ REQUIRED = ('name', 'table', 'row', 'scale', 'reference', 'command', 'args',
             'invocations', 'summary', 'evaluations')
 SUMMARY_FIELDS = ('test_accuracy', 'test_error_pct', 'num_params', 'steps',
                   'train_images_per_s', 'wall_s', 'dataset', 'test_examples')
+# Records of experiments/record.py's record_affine: no training of their own.
+AFFINE = 'affine_robustness'
+AFFINE_REQUIRED = ('name', 'table', 'scale', 'reference', 'command',
+                   'invocations', 'wall_s', 'rows')
 # Fixed so that the figures depend on the records only.
 _RC = {'svg.hashsalt': 'capsjax', 'font.family': 'DejaVu Sans',
        'figure.dpi': 100, 'savefig.dpi': 100}
@@ -71,9 +77,12 @@ def load_records(results_dir: str) -> list[dict]:
     except ValueError as e:
       raise errors.DataError(f'{path} is not JSON ({e}); rerun '
                              f'experiments/record.py run NAME.') from None
-    missing = [k for k in REQUIRED if k not in entry]
-    missing += [f'summary.{k}' for k in SUMMARY_FIELDS
-                if k not in entry.get('summary', {})]
+    if entry.get('kind') == AFFINE:
+      missing = [k for k in AFFINE_REQUIRED if k not in entry]
+    else:
+      missing = [k for k in REQUIRED if k not in entry]
+      missing += [f'summary.{k}' for k in SUMMARY_FIELDS
+                  if k not in entry.get('summary', {})]
     if missing:
       raise errors.DataError(
           f'{path} lacks {", ".join(missing)}; rerun experiments/record.py '
@@ -148,14 +157,49 @@ def table_markdown(title: str, records: Sequence[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def affine_markdown(record: dict) -> str:
+  """The section of an affine robustness record: one row per tested run."""
+  ref = record['reference']
+  lines = [f'## {record["table"]}', '',
+           '| Run | Checkpoint step | Clean accuracy (%) | Affine accuracy '
+           '(%) | Published clean / affine (%) |',
+           '| :--- | ---: | ---: | ---: | :--- |']
+  for row in record['rows']:
+    published = (f'{100 * ref["clean_accuracy"][row["run"]]:.2f} / '
+                 f'{100 * ref["affine_accuracy"][row["run"]]:.2f} '
+                 f'({ref["label"]})'
+                 if row['run'] in ref.get('affine_accuracy', {}) else '–')
+    lines.append(f'| {row["row"]} | {row["steps"]} | '
+                 f'{100 * row["clean_accuracy"]:.2f} | '
+                 f'{100 * row["affine_accuracy"]:.2f} | {published} |')
+  rows = record['rows']
+  lines += [
+      '', f'Each run\'s checkpoint is the one, of those it kept, whose clean '
+      f'accuracy is closest to the other run\'s (the paper stopped its CNN '
+      f'at CapsNet\'s). Clean: the 40x40 test set '
+      f'({rows[0]["clean_examples"]:,} images); affine: '
+      f'{rows[0]["affine_examples"]:,} images, {record["scale"]}.', '',
+      f'Machine and code: {_machines(record["invocations"])}; '
+      f'{record["wall_s"] / 60:.1f} min.', '',
+      f'Published numbers: {ref["label"]}: {ref["source"]}.', '',
+      f'Command: `{record["command"]}` (after the runs it tests).', '']
+  return '\n'.join(lines)
+
+
 def page_markdown(records: Sequence[dict]) -> str:
   """The whole page; tables in the order of their titles."""
   tables = sorted({r['table'] for r in records})
   if not tables:
     return HEADER + '\nNo runs have been recorded yet.\n'
-  return HEADER + ''.join(
-      '\n' + table_markdown(t, [r for r in records if r['table'] == t])
-      for t in tables)
+  sections = []
+  for title in tables:
+    in_table = [r for r in records if r['table'] == title]
+    affine = [r for r in in_table if r.get('kind') == AFFINE]
+    if affine:  # the plan gives these tables of their own
+      sections += [affine_markdown(r) for r in affine]
+    else:
+      sections.append(table_markdown(title, in_table))
+  return HEADER + ''.join('\n' + section for section in sections)
 
 
 def readme_markdown(records: Sequence[dict]) -> str:
@@ -166,9 +210,20 @@ def readme_markdown(records: Sequence[dict]) -> str:
            'Wall time (min) | Machine |',
            '| :--- | :--- | ---: | :--- | ---: | ---: | :--- |']
   for r in sorted(records, key=lambda r: (r['table'], r['name'])):
-    s = r['summary']
     machine = '; '.join(sorted({
         f'{i["cpu_model"]} ({i["backend"]})' for i in r['invocations']}))
+    if r.get('kind') == AFFINE:
+      ref = r['reference']
+      for row in r['rows']:
+        value = ref.get('affine_accuracy', {}).get(row['run'])
+        published = ('–' if value is None else
+                     f'{100 * value:.2f}% accuracy ({ref["label"]})')
+        lines.append(
+            f'| {r["table"]} | {row["row"]}, on the affine set '
+            f'| {100 * row["affine_accuracy"]:.2f} | {published} '
+            f'| {row["steps"]} | {r["wall_s"] / 60:.1f} | {machine} |')
+      continue
+    s = r['summary']
     lines.append(
         f'| {r["table"]} | {r["row"]} '
         f'| {100 * s["test_accuracy"]:.2f} | {_reference(r["reference"])} '
@@ -216,7 +271,8 @@ def render(results_dir: str = RESULTS_DIR, page: str = PAGE,
   figures = os.path.join(os.path.dirname(os.path.abspath(page)), FIGURES)
   os.makedirs(figures, exist_ok=True)
   written = []
-  for title in sorted({r['table'] for r in records}):
+  for title in sorted({r['table'] for r in records
+                       if r.get('kind') != AFFINE}):
     path = os.path.join(figures, f'{slug(title)}.png')
     plot(title, [r for r in records if r['table'] == title], path)
     written.append(path)

@@ -2,6 +2,7 @@
 experiments/affine_robustness.py table."""
 import csv
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -12,6 +13,8 @@ from conftest import dataset_config
 from conftest import ink_box
 from conftest import small_config
 from capsjax import errors
+from capsjax import metric_writers
+from capsjax import runs as runs_lib
 from capsjax import train
 from capsjax.data import affine
 from capsjax.data import augment
@@ -123,9 +126,11 @@ def _load_script():
   return module
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_affine_robustness_table(tmp_path):
+  # Checkpoints and evaluations at steps 2 and 4, both kept.
   canvas = {**EMBEDDED, 'dataset.canvas_size': 40, 'dataset.max_shift': 0,
-            'num_train_steps': 2}
+            'num_train_steps': 4}
   runs = {
       'capsnet': small_config('mnist', **canvas),
       'cnn': small_config('baseline_mnist', **canvas, **{
@@ -145,7 +150,6 @@ def test_affine_robustness_table(tmp_path):
     assert float(row['affine_accuracy']) == summary_row['affine_accuracy']
     assert row['affine_examples'] == '64' and row['clean_examples'] == '100'
   # The clean accuracy is the trainer's own test accuracy.
-  import json  # pylint: disable=g-import-not-at-top
   for workdir, row in zip(workdirs, rows):
     with open(os.path.join(workdir, 'summary.json')) as f:
       assert row['clean_accuracy'] == pytest.approx(
@@ -161,3 +165,60 @@ def test_affine_robustness_table(tmp_path):
   with pytest.raises(errors.ConfigError, match='canvas_size=40'):
     script.evaluate([workdirs[0], plain], str(tmp_path / 'out2'))
   assert not (tmp_path / 'out2').exists()
+
+  # Any kept checkpoint loads; another step is one line naming the kept.
+  assert runs_lib.kept_steps(workdirs[0]) == [2, 4]
+  assert runs_lib.load(workdirs[0], 2).step == 2
+  assert runs_lib.load(workdirs[0]).step == 4
+  with pytest.raises(errors.ConfigError, match='kept steps 2, 4'):
+    runs_lib.load(workdirs[0], 3)
+
+  # At matched clean accuracy: the checkpoints matched_steps picks, each
+  # tested at its own evaluation's clean accuracy.
+  steps = script.matched_steps(workdirs)
+  rows = script.evaluate(workdirs, str(tmp_path / 'out3'), num_examples=64,
+                         match_clean=True)
+  assert [r['steps'] for r in rows] == steps
+  for workdir, row in zip(workdirs, rows):
+    [evaluation] = [e for e in metric_writers.read_split(workdir)
+                    if e['step'] == row['steps']]
+    assert row['clean_accuracy'] == pytest.approx(evaluation['accuracy'],
+                                                  abs=1e-6)
+
+
+def _evaluated_run(directory, accuracies, kept, monkeypatch, kept_by_dir):
+  directory.mkdir()
+  with open(directory / 'metrics.jsonl', 'w') as f:
+    for step, accuracy in accuracies.items():
+      f.write(json.dumps({'step': step, 'split': 'test',
+                          'accuracy': accuracy}) + '\n')
+      f.write(json.dumps({'step': step, 'split': 'train',
+                          'accuracy': 0.0}) + '\n')
+  kept_by_dir[str(directory)] = kept
+  monkeypatch.setattr(runs_lib, 'kept_steps', kept_by_dir.__getitem__)
+  return str(directory)
+
+
+def test_matched_steps_pick_the_closest_clean_accuracies(tmp_path,
+                                                         monkeypatch):
+  script = _load_script()
+  kept = {}
+  # Binary fractions: the differences are exact.
+  capsnet = _evaluated_run(tmp_path / 'capsnet', {
+      100: 0.5, 200: 0.625, 300: 0.75, 400: 0.9375}, [200, 300, 400],
+                           monkeypatch, kept)
+  cnn = _evaluated_run(tmp_path / 'cnn', {
+      100: 0.6875, 200: 0.875, 300: 0.9375}, [100, 200, 300], monkeypatch,
+                       kept)
+  assert script.matched_steps([capsnet, cnn]) == [400, 300]
+  assert script.matched_steps([cnn, capsnet]) == [300, 400]
+  # Without step 400: 0.625 and 0.75 are both 0.0625 from 0.6875; the more
+  # accurate pair wins.
+  kept[capsnet] = [200, 300]
+  assert script.matched_steps([capsnet, cnn]) == [300, 100]
+  # A checkpoint without an evaluation is not a candidate.
+  kept[cnn] = [150]
+  with pytest.raises(errors.ConfigError, match='no checkpoint with a test'):
+    script.matched_steps([capsnet, cnn])
+  with pytest.raises(errors.ConfigError, match='two runs'):
+    script.matched_steps([capsnet, cnn, cnn])

@@ -43,3 +43,17 @@ def test_a_fresh_start_keeps_nothing_of_a_lost_run(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{"step": 5, "split": "train"}\n')
   metric_writers.MetricWriter(str(tmp_path), resume_step=0).close()
   assert read(tmp_path / 'metrics.jsonl') == []
+
+
+def test_read_split_gives_each_step_of_a_split_once(tmp_path):
+  assert metric_writers.read_split(str(tmp_path)) == []
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.write('{"step": 4, "split": "test", "accuracy": 0.5}\n'
+            '{"step": 2, "split": "test", "accuracy": 0.25}\n'
+            '{"step": 2, "split": "train", "loss": 1.0}\n'
+            '{"step": 4, "split": "test", "accuracy": 0.75}\n'
+            '{"step": 6, "split": "te')  # cut short by a kill
+  assert metric_writers.read_split(str(tmp_path)) == [
+      {'step': 2, 'accuracy': 0.25}, {'step': 4, 'accuracy': 0.75}]
+  assert metric_writers.read_split(str(tmp_path), 'train') == [
+      {'step': 2, 'loss': 1.0}]

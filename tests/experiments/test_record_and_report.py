@@ -209,6 +209,11 @@ def test_every_planned_experiment_builds_a_valid_config():
           'affine_baseline_cnn'} <= set(plan)
   models = set()
   for name, entry in plan.items():
+    if entry.get('kind') == report.AFFINE:
+      assert set(entry['runs']) <= set(plan), name
+      for key in ('clean_accuracy', 'affine_accuracy'):
+        assert set(entry['reference'][key]) == set(entry['runs']), name
+      continue
     config = record.parse_config(entry['args'])
     validation.check_config(config)
     models.add((config.model.name, config.model.routing,
@@ -237,6 +242,104 @@ def test_the_fashion_models_fit_its_images():
     validation.check_data(config, dataset)
 
 
+def affine_record(name='affine_pair', table='Table C'):
+  runs = ('c_capsnet', 'c_cnn')
+  return {
+      'format': 1, 'kind': report.AFFINE, 'name': name, 'table': table,
+      'scale': 'a generated set', 'command':
+      f'python experiments/record.py run {name}',
+      'reference': {'label': 'The paper', 'source': 'Section 5.2',
+                    'clean_accuracy': {'c_capsnet': 0.9923, 'c_cnn': 0.9922},
+                    'affine_accuracy': {'c_capsnet': 0.79, 'c_cnn': 0.66}},
+      'invocations': synthetic('x', 'x', 'x', 0.5)['invocations'],
+      'wall_s': 123.0,
+      'rows': [{'run': run, 'row': row, 'model': model, 'steps': steps,
+                'clean_accuracy': clean, 'affine_accuracy': affine,
+                'clean_examples': 1000, 'affine_examples': 1000}
+               for run, row, model, steps, clean, affine in zip(
+                   runs, ('CapsNet', 'CNN'), ('capsnet', 'baseline_cnn'),
+                   (875, 250), (0.9473, 0.9481), (0.6134, 0.5517))],
+  }
+
+
+def test_an_affine_record_is_a_section_of_its_own(tmp_path, records):
+  affine = affine_record()
+  page, files = render(tmp_path, records + [affine])
+  section = page[page.index('## Table C'):]
+  assert '| CapsNet | 875 | 94.73 | 61.34 | 99.23 / 79.00 (The paper) |' in (
+      section)
+  assert '| CNN | 250 | 94.81 | 55.17 | 99.22 / 66.00 (The paper) |' in section
+  assert 'docs/results/table-c.png' not in files  # no curve of its own
+  numbers = _NUMBER.findall(page)
+  assert [n for n in numbers
+          if n not in numbers_of(records + [affine])] == []
+  block = files['README.md'].decode()
+  assert '| Table C | CapsNet, on the affine set | 61.34 | 79.00% accuracy' in (
+      block)
+  changed = copy.deepcopy(affine)
+  changed['rows'][1]['affine_accuracy'] = 0.4
+  assert '| 40.00 |' in render(tmp_path, records + [changed], 'again')[0]
+
+
+def test_an_affine_record_needs_its_runs_finished(tmp_path):
+  plan = record.load_plan()
+  with pytest.raises(record.errors.ConfigError) as excinfo:
+    record.record_affine('affine_matched', plan['affine_matched'], plan,
+                         str(tmp_path / 'workdirs'), str(tmp_path / 'out'))
+  assert 'record.py run affine_capsnet' in str(excinfo.value)
+  assert not (tmp_path / 'out').exists()
+
+
+def test_an_affine_record_holds_the_rows_of_the_evaluation(tmp_path,
+                                                           monkeypatch):
+  plan = record.load_plan()
+  for run in plan['affine_matched']['runs']:
+    (tmp_path / 'w' / run).mkdir(parents=True)
+    (tmp_path / 'w' / run / 'summary.json').write_text('{}')
+  calls = []
+
+  class Script:
+
+    @staticmethod
+    def evaluate(workdirs, out, match_clean):
+      calls.append((workdirs, out, match_clean))
+      return [{'model': f'm{i}', 'workdir': w, 'steps': 10 * i,
+               'clean_accuracy': 0.9, 'affine_accuracy': 0.5 + i / 10,
+               'clean_examples': 1000, 'affine_examples': 1000}
+              for i, w in enumerate(workdirs)]
+
+  monkeypatch.setattr(record, '_script', lambda name: Script)
+  entry = record.record_affine('affine_matched', plan['affine_matched'],
+                               plan, str(tmp_path / 'w'),
+                               str(tmp_path / 'out'))
+  assert calls == [([str(tmp_path / 'w' / 'affine_capsnet'),
+                     str(tmp_path / 'w' / 'affine_baseline_cnn')],
+                    str(tmp_path / 'w' / 'affine_matched'), True)]
+  assert [(r['run'], r['steps'], r['affine_accuracy'])
+          for r in entry['rows']] == [('affine_capsnet', 0, 0.5),
+                                      ('affine_baseline_cnn', 10, 0.6)]
+  assert entry['rows'][0]['row'] == plan['affine_capsnet']['row']
+  with open(tmp_path / 'out' / 'affine_matched.json') as f:
+    assert json.load(f) == entry
+  assert report.load_records(str(tmp_path / 'out')) == [entry]
+
+
+def test_a_table_key_names_every_run_of_its_tables_in_plan_order():
+  plan, tables = record.load_plan(), record.load_tables()
+  assert record.table_names('fashion_models', plan, tables) == [
+      'fashion_dynamic1', 'fashion_dynamic3', 'fashion_self_attention',
+      'fashion_inverted_dot_product2', 'fashion_efficient_capsnet',
+      'fashion_matrix_capsnet_em', 'fashion_baseline_cnn']
+  # The matched test comes after the two runs it tests.
+  assert record.table_names('affine', plan, tables) == [
+      'affine_capsnet', 'affine_baseline_cnn', 'affine_matched']
+  # Every experiment is in one table key.
+  named = [n for key in tables for n in record.table_names(key, plan, tables)]
+  assert sorted(named) == sorted(plan)
+  with pytest.raises(record.errors.ConfigError, match='fashion_models'):
+    record.table_names('fashion', plan, tables)
+
+
 def test_an_unknown_experiment_names_the_choices():
   with pytest.raises(record.errors.ConfigError, match='fashion_dynamic1'):
     record.experiment('fashion_dynamic4')
@@ -250,6 +353,7 @@ TINY_ARGS = ['--config=configs/quickstart.py'] + [
      'loss.reconstruction_weight': 0.0}.items()]
 
 
+@pytest.mark.slow  # trains or compiles a whole model
 def test_an_interrupted_run_resumes_and_is_recorded_once(tmp_path,
                                                          monkeypatch):
   entry = {'table': 'Tiny', 'row': 'tiny CapsNet', 'args': TINY_ARGS,
