@@ -31,6 +31,14 @@ def is_number(value) -> bool:
           and math.isfinite(value))
 
 
+def image_shape(input_shape: Sequence[int]) -> None:
+  """Raises errors.InputShapeError unless `input_shape` is (H, W, C)."""
+  if len(input_shape) != 3:
+    raise errors.InputShapeError(
+        f'input_shape must be (H, W, C), got {tuple(input_shape)}; give images '
+        f'as [B, H, W, C].')
+
+
 def _fail(error, field: str, must: str, value, fix) -> None:
   if issubclass(error, errors.ConfigError) or '.' in field:
     raise error(f'config.{field} must be {must}, got {value!r}; set '

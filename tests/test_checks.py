@@ -113,3 +113,11 @@ def test_string_and_field():
                      match="the dataset config has no field 'source'; add "
                      'config.dataset.source'):
     checks.field(config, 'source')
+
+
+def test_image_shape_is_h_w_c():
+  checks.image_shape((28, 28, 1))
+  for bad in ((28, 28), (1, 28, 28, 1)):
+    with pytest.raises(errors.InputShapeError, match=r'\(H, W, C\)') as e:
+      checks.image_shape(bad)
+    assert '\n' not in str(e.value) and str(bad) in str(e.value)

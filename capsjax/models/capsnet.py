@@ -50,10 +50,7 @@ def primary_grid(input_shape: Sequence[int], conv1_kernel: int,
   Raises:
     errors.InputShapeError: with the arithmetic, if the grid would be empty.
   """
-  if len(input_shape) != 3:
-    raise errors.InputShapeError(
-        f'input_shape must be (H, W, C), got {tuple(input_shape)}; give images '
-        f'as [B, H, W, C].')
+  checks.image_shape(input_shape)
   grid = []
   for axis, size in zip('HW', input_shape[:2]):
     conv1 = conv.conv_output_size(size, conv1_kernel, 1)

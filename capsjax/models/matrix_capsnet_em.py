@@ -44,10 +44,7 @@ def matrix_grids(input_shape: Sequence[int], conv1_kernel: int,
   Raises:
     errors.InputShapeError: with the sizes, if a grid would be empty.
   """
-  if len(input_shape) != 3:
-    raise errors.InputShapeError(
-        f'input_shape must be (H, W, C), got {tuple(input_shape)}; give images '
-        f'as [B, H, W, C].')
+  checks.image_shape(input_shape)
   size = tuple(input_shape[:2])
   grids = []
   for kernel, stride in ((conv1_kernel, conv1_stride), (caps_kernel, 2),
