@@ -370,6 +370,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state, metrics = train_step_fn(
           state, parallel.global_batch(next(batches), mesh))
       pending.append(metrics)
+      if len(pending) > 1:
+        # Steps are dispatched asynchronously: without this wait the host
+        # runs up to a log interval ahead, and a stop request (SIGTERM with
+        # a grace period) would wait for every step dispatched since.
+        # Waiting for the previous step keeps this one queued behind it.
+        jax.block_until_ready(pending[-2])
       bar.update(1)
       if timed_since is None:
         # The first step compiles: keep it out of images/s.

@@ -304,3 +304,49 @@ def test_evaluate_counts_every_example_once(tmp_path):
   assert 0 < direct['accuracy'] < 1  # so a miscounted example would show
   for key, value in direct.items():
     assert metrics[key] == pytest.approx(value, rel=1e-5), key
+
+
+class _Watched:
+  """An iterator that notes, at each `next`, which train steps are done
+  (their metrics computed)."""
+
+  def __init__(self, batches, outputs, done):
+    self._batches, self._outputs, self._done = batches, outputs, done
+
+  def __next__(self):
+    self._done.append([all(x.is_ready() for x in jax.tree.leaves(out))
+                       for out in self._outputs])
+    return next(self._batches)
+
+  def close(self):
+    self._batches.close()
+
+
+@pytest.mark.slow  # trains or compiles a whole model
+def test_the_host_runs_at_most_one_step_ahead(tmp_path, monkeypatch):
+  # Dispatch is asynchronous: a host that ran a log interval ahead would
+  # serve a stop request (SIGTERM) only after every step it dispatched.
+  outputs, done = [], []
+  jit_train_step = train.parallel.jit_train_step
+
+  def noting_outputs(*args, **kwargs):
+    step_fn = jit_train_step(*args, **kwargs)
+
+    def step(*a):
+      state, metrics = step_fn(*a)
+      outputs.append(metrics)  # the state's buffers are donated to the next
+      return state, metrics
+
+    return step
+
+  monkeypatch.setattr(train.parallel, 'jit_train_step', noting_outputs)
+  train_batches = data.train_batches
+  monkeypatch.setattr(data, 'train_batches', lambda *a, **k: _Watched(
+      train_batches(*a, **k), outputs, done))
+  config = small_config(num_train_steps=12, log_every_steps=12,
+                        eval_every_steps=12, checkpoint_every_steps=12)
+  run(config, tmp_path)
+  assert len(done) == 12 and len(outputs) == 12
+  # When the host takes the batch of step n, step n - 2 is done.
+  assert [n for n, ready in enumerate(done, start=1)
+          if n > 2 and not ready[n - 3]] == []
