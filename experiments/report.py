@@ -191,7 +191,11 @@ def page_markdown(records: Sequence[dict]) -> str:
   tables = sorted({r['table'] for r in records})
   if not tables:
     return HEADER + '\nNo runs have been recorded yet.\n'
-  sections = []
+  total_s = sum(r['wall_s'] if r.get('kind') == AFFINE else
+                r['summary']['wall_s'] for r in records)
+  sections = [f'The {len(records)} records took {total_s / 3600:.1f} hours '
+              f'of wall time in all (each run\'s machine is named in its '
+              f'table).\n']
   for title in tables:
     in_table = [r for r in records if r['table'] == title]
     affine = [r for r in in_table if r.get('kind') == AFFINE]

@@ -118,7 +118,10 @@ def test_every_number_on_the_page_comes_from_a_record(tmp_path, records):
   page, _ = render(tmp_path, records)
   numbers = _NUMBER.findall(page)
   assert '96.55' in numbers and '6,804,470' in numbers and '16.5' in numbers
-  assert [n for n in numbers if n not in numbers_of(records)] == []
+  # Besides the records' own numbers: their count and total wall time.
+  assert 'The 3 records took 0.8 hours of wall time in all' in page
+  assert [n for n in numbers
+          if n not in numbers_of(records) | {'3', '0.8'}] == []
 
 
 def test_the_readme_table_is_rendered_between_its_markers(tmp_path, records):
@@ -271,8 +274,10 @@ def test_an_affine_record_is_a_section_of_its_own(tmp_path, records):
   assert '| CNN | 250 | 94.81 | 55.17 | 99.22 / 66.00 (The paper) |' in section
   assert 'docs/results/table-c.png' not in files  # no curve of its own
   numbers = _NUMBER.findall(page)
+  # Its wall time counts in the page's total: 3 x 987.6 s + 123 s.
+  assert 'The 4 records took 0.9 hours' in page
   assert [n for n in numbers
-          if n not in numbers_of(records + [affine])] == []
+          if n not in numbers_of(records + [affine]) | {'4', '0.9'}] == []
   block = files['README.md'].decode()
   assert '| Table C | CapsNet, on the affine set | 61.34 | 79.00% accuracy' in (
       block)
