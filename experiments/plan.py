@@ -10,8 +10,9 @@ to show beside it (`reference`: its value, metric and source; the page labels
 it as the paper's or an implementation's). The recorder copies all of this
 into the run's record, so the page is rendered from the records alone.
 
-Scale: each run is sized for a 2-core CPU in about an hour at most (each
-record holds its wall time); `scale` says what the paper's run would be.
+Scale: sized for a 2-core CPU (each record holds its wall time; the baseline
+CNNs, at about 1-1.5 TFLOP a step, take hours there); `scale` says what the paper's
+run would be.
 Data: Fashion-MNIST from the IDX files of Debian's dataset-fashion-mnist
 (`apt-get install -y dataset-fashion-mnist`), MNIST from the 5,000 digits
 embedded in capsjax (no network).
@@ -69,7 +70,7 @@ TABLES = {
     'affine': (AFFINE, AFFINE_MATCHED),
 }
 
-# One epoch per row: seven rows fit a 2-core CPU's afternoon (~1-2 hours).
+# One epoch per row.
 _SAME_BUDGET = ('1 epoch each (469 steps of 128), Adam 1e-3 x0.96 every 2,000 '
                 'steps; no published Fashion-MNIST numbers for these settings')
 
