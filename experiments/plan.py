@@ -11,8 +11,8 @@ it as the paper's or an implementation's). The recorder copies all of this
 into the run's record, so the page is rendered from the records alone.
 
 Scale: sized for a 2-core CPU (each record holds its wall time; the baseline
-CNNs, at about 1-1.5 TFLOP a step, take hours there); `scale` says what the paper's
-run would be.
+CNNs, at about 1-1.5 TFLOP a step, take hours there); `scale` says what the
+paper's run would be.
 Data: Fashion-MNIST from the IDX files of Debian's dataset-fashion-mnist
 (`apt-get install -y dataset-fashion-mnist`), MNIST from the 5,000 digits
 embedded in capsjax (no network).
