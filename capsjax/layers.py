@@ -139,7 +139,7 @@ class Capsules(nn.Module):
     routing: a name in `routing.ROUTINGS`.
     routing_memory: how u_hat and the routing are held in memory
       (ROUTING_MEMORY):
-      'full' builds u_hat `[num_in, B, num_capsules, dim]` whole, and
+      'full' builds u_hat `[B, num_capsules, num_in, dim]` whole, and
       training keeps it and its gradient (fastest); 'chunked' never builds
       it whole (`routing.dynamic_routing_chunked`, dynamic routing only), so
       that part of the memory stops growing with num_in. (Rematerialising the
@@ -180,36 +180,38 @@ class Capsules(nn.Module):
     route = functools.partial(routing.get_routing(self.routing),
                               num_iters=self.routing_iters,
                               return_couplings=return_couplings, **extra)
-    return jax.vmap(route, in_axes=1)(predictions(w, u))
+    return jax.vmap(route)(jnp.swapaxes(predictions(w, u), 1, 2))
 
 
 @jax.custom_vjp
 def predictions(w: jax.Array, u: jax.Array) -> jax.Array:
-  """u_hat_ij = W_ij u_i for a batch, laid out input-major: `[I, B, J, D]`.
+  """u_hat_ij = W_ij u_i for a batch, laid out output-major: `[B, J, I, D]`.
 
   `w: [I, J, D, K]`, `u: [B, I, K]`. Numerically
-  `einsum('ijdk,bik->ibjd', w, u)`, written as a dot_general batched over the
-  input capsules i whose operands and result all have i leading, so neither
-  the product nor its two gradients need the `[B, I, J, D]` tensor (94 MB at
-  batch 128) transposed; routing then maps over axis 1. In the batch-major
-  layout XLA:CPU spent much of the DigitCaps gradient copying it.
+  `einsum('ijdk,bik->bjid', w, u)`. Route it per example with
+  `jax.vmap(route)(jnp.swapaxes(u_hat, 1, 2))`: the routings of
+  `capsjax.routing` contract u_hat output-major, so under jit the swap and
+  their own transpose cancel and no copy of u_hat is made.
 
-  The VJP is written out so that each gradient is a plain matmul per input
-  capsule, with the small operand transposed instead of the big one:
-  `dW_i = (u_i^T @ du_hat_i)^T` (`[K, B] @ [B, JD]`). Left to autodiff, XLA:CPU
-  ran `du_hat_i^T @ u_i`, contracting both operands over their leading
-  axis, far below its matmul speed (docs/performance.md). Like
-  `conv.sliced_conv` it then supports reverse-mode differentiation only.
+  The forward pass is K multiply-adds of `[D]`-vectors per (b, j, i), written
+  as elementwise products so that XLA:CPU fuses them into one pass that
+  writes u_hat once, in this layout (a matmul batched over i would write it
+  input-major, and a transpose would copy it). The VJP is written out: both
+  gradients are matmuls batched over the input capsules, on the cotangent
+  transposed to input-major once, with the small operand transposed instead
+  of the big one: `dW_i = (u_i^T @ du_hat_i)^T` (`[K, B] @ [B, JD]`); left to
+  autodiff, XLA:CPU reduced the elementwise products slowly. Supports
+  reverse-mode differentiation only.
   """
   return _predictions(w, u)
 
 
 def _predictions(w, u):
-  num_in, num_out, dim, dim_in = w.shape
-  w_t = w.reshape(num_in, num_out * dim, dim_in)  # [I, JD, K]
-  u_t = u.transpose(1, 0, 2)  # [I, B, K]
-  u_hat = lax.dot_general(u_t, w_t, (((2,), (2,)), ((0,), (0,))))
-  return u_hat.reshape(num_in, u.shape[0], num_out, dim)
+  w_t = w.transpose(1, 0, 3, 2)  # [J, I, K, D]
+  u_hat = 0
+  for k in range(w.shape[-1]):
+    u_hat = u_hat + u[:, None, :, k, None] * w_t[None, :, :, k, :]
+  return u_hat
 
 
 def _predictions_fwd(w, u):
@@ -219,7 +221,8 @@ def _predictions_fwd(w, u):
 def _predictions_bwd(residuals, du_hat):
   w, u = residuals
   num_in, num_out, dim, dim_in = w.shape
-  du_hat = du_hat.reshape(num_in, u.shape[0], num_out * dim)  # [I, B, JD]
+  du_hat = du_hat.transpose(2, 0, 1, 3).reshape(
+      num_in, u.shape[0], num_out * dim)  # [I, B, JD]
   w_t = w.reshape(num_in, num_out * dim, dim_in)  # [I, JD, K]
   du = lax.dot_general(du_hat, w_t, (((2,), (1,)), ((0,), (0,))))  # [I, B, K]
   u_kb = u.transpose(1, 2, 0)  # [I, K, B]

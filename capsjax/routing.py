@@ -80,19 +80,34 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
   num_iters = _check_num_iters(num_iters)
   u_hat = _check_u_hat(u_hat, 'dynamic_routing')
 
+  # Laid out output-major, [num_out, num_in, dim]: both contractions below
+  # are then batched over j (and over the batch under vmap) with u_hat read
+  # as it lies. Input-major, XLA:CPU copied the whole batch of u_hat (94 MB
+  # for the paper's DigitCaps at batch 128) into that layout for each of them
+  # (docs/performance.md); here the one transpose fuses with whatever made
+  # u_hat, such as the layer's `[num_in, B, ...]` predictions.
+  u_t = u_hat.transpose(1, 0, 2)
+  num_out = u_t.shape[0]
   # Logits are per example and start at zero: with vmap each example gets its
   # own b, and nothing is carried between calls.
-  logits = jnp.zeros(u_hat.shape[:2], u_hat.dtype)
+  logits = None
   couplings = []
   for t in range(num_iters):
-    c = jax.nn.softmax(logits, axis=1)  # Over the parent (output) capsules.
-    couplings.append(c)
-    v = ops.squash(jnp.einsum('ij,ijd->jd', c, u_hat), eps=eps)
+    if logits is None:
+      # softmax(0) is uniform: s is a plain sum (a softmax of constant zeros
+      # would be constant-folded at compile time, seconds for a batch).
+      c = jnp.full(u_t.shape[:2], 1.0 / num_out, u_t.dtype)
+      s = jnp.sum(u_t, axis=1) / num_out
+    else:
+      c = jax.nn.softmax(logits, axis=0)  # Over the parent (output) capsules.
+      s = jnp.einsum('ji,jid->jd', c, u_t)
+    couplings.append(c.T)
+    v = ops.squash(s, eps=eps)
     if t < num_iters - 1:
-      agreement = jnp.einsum('ijd,jd->ij', u_hat, v)
+      agreement = jnp.einsum('jid,jd->ji', u_t, v)
       if stop_gradient_agreement:
         agreement = jax.lax.stop_gradient(agreement)
-      logits = logits + agreement
+      logits = agreement if logits is None else logits + agreement
   if return_couplings:
     return v, jnp.stack(couplings)
   return v
@@ -287,12 +302,13 @@ def self_attention_routing(u_hat: jax.Array, num_iters: int = 1, *,
   u_hat = _check_u_hat(u_hat, 'self_attention_routing')
   log_prior = _check_shape('log_prior', log_prior, u_hat.shape[:2])
   dim = u_hat.shape[-1]
-  logits = jnp.einsum('ijd,jd->ij', u_hat, jnp.sum(u_hat, axis=0))
-  c = jax.nn.softmax(logits / jnp.sqrt(jnp.asarray(dim, u_hat.dtype)), axis=1)
+  u_t = u_hat.transpose(1, 0, 2)  # Output-major, as in dynamic_routing.
+  logits = jnp.einsum('jid,jd->ji', u_t, jnp.sum(u_t, axis=1))
+  c = jax.nn.softmax(logits / jnp.sqrt(jnp.asarray(dim, u_hat.dtype)), axis=0)
   v = ops.efficient_squash(
-      jnp.einsum('ij,ijd->jd', c + log_prior, u_hat), eps=eps)
+      jnp.einsum('ji,jid->jd', c + log_prior.T, u_t), eps=eps)
   if return_couplings:
-    return v, c[None]
+    return v, c.T[None]
   return v
 
 
@@ -350,15 +366,19 @@ def inverted_dot_product_routing(u_hat: jax.Array, num_iters: int, *,
   norm_scale = _check_shape('norm_scale', norm_scale, (dim,))
   norm_offset = _check_shape('norm_offset', norm_offset, (dim,))
   scale = 1.0 / jnp.sqrt(jnp.asarray(dim, u_hat.dtype))
-  c = jnp.full(u_hat.shape[:2], 1.0 / u_hat.shape[1], u_hat.dtype)
+  u_t = u_hat.transpose(1, 0, 2)  # Output-major, as in dynamic_routing.
+  num_out = u_t.shape[0]
   couplings = []
   for t in range(num_iters):
-    if t > 0:
-      agreement = jnp.einsum('ijd,jd->ij', u_hat, v) * scale
-      c = jax.nn.softmax(agreement, axis=1)
-    couplings.append(c)
-    v = layer_norm(jnp.einsum('ij,ijd->jd', c, u_hat), norm_scale,
-                   norm_offset, eps)
+    if t == 0:
+      c = jnp.full(u_t.shape[:2], 1.0 / num_out, u_t.dtype)
+      s = jnp.sum(u_t, axis=1) / num_out
+    else:
+      agreement = jnp.einsum('jid,jd->ji', u_t, v) * scale
+      c = jax.nn.softmax(agreement, axis=0)
+      s = jnp.einsum('ji,jid->jd', c, u_t)
+    couplings.append(c.T)
+    v = layer_norm(s, norm_scale, norm_offset, eps)
   if return_couplings:
     return v, jnp.stack(couplings)
   return v

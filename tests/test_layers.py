@@ -70,8 +70,8 @@ def test_predictions_equal_einsum_forward_and_gradient():
     kw, ku, kg = jax.random.split(jax.random.key(0), 3)
     w = jax.random.normal(kw, (7, 4, 5, 3), jnp.float64)
     u = jax.random.normal(ku, (6, 7, 3), jnp.float64)
-    cotangent = jax.random.normal(kg, (7, 6, 4, 5), jnp.float64)
-    reference = lambda w, u: jnp.einsum('ijdk,bik->ibjd', w, u)
+    cotangent = jax.random.normal(kg, (6, 4, 7, 5), jnp.float64)
+    reference = lambda w, u: jnp.einsum('ijdk,bik->bjid', w, u)
     got, pull = jax.vjp(layers.predictions, w, u)
     want, pull_ref = jax.vjp(reference, w, u)
     np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -80,7 +80,7 @@ def test_predictions_equal_einsum_forward_and_gradient():
 
 
 def test_capsules_layer_gradient_matches_batch_major_reference():
-  # The layer routes u_hat in [I, B, J, D]; the textbook formulation is a
+  # The layer routes u_hat in [B, J, I, D]; the textbook formulation is a
   # batch-major einsum and a vmap over axis 0. Same values and gradients.
   with jax.enable_x64(True):
     u = ops.squash(jax.random.normal(jax.random.key(0), (3, 6, 4),
