@@ -139,13 +139,11 @@ class Capsules(nn.Module):
     routing: a name in `routing.ROUTINGS`.
     routing_memory: how u_hat and the routing are held in memory
       (ROUTING_MEMORY):
-      'full' builds u_hat `[B, num_capsules, num_in, dim]` whole, and
-      training keeps it and its gradient (fastest); 'chunked' never builds
-      it whole (`routing.dynamic_routing_chunked`, dynamic routing only), so
-      that part of the memory stops growing with num_in. (Rematerialising the
-      full routing with `jax.checkpoint` alone saves nothing: the peak is in
-      the backward pass, where the recomputed u_hat and its gradient are live
-      together.)
+      'full' routes u_hat `[B, num_capsules, num_in, dim]` for the whole
+      batch (fastest; XLA fuses u_hat into the routing's passes, but
+      training holds its gradient whole); 'chunked' never builds either
+      whole (`routing.dynamic_routing_chunked`, dynamic routing only), so
+      that part of the memory stops growing with num_in.
     routing_chunk: input capsules per chunk for routing_memory='chunked'.
     kernel_init: initialiser of W, `[num_in, num_capsules, dim, dim_in]`.
   """

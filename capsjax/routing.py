@@ -391,8 +391,8 @@ def dynamic_routing_chunked(w: jax.Array, u: jax.Array, num_iters: int, *,
 
   The same outputs as computing u_hat_ij = W_ij u_i and running
   `dynamic_routing` per example, in memory that does not grow with the
-  number of input capsules: u_hat `[num_in, B, num_out, dim]` is 1.7 GB for a
-  CIFAR-100-sized CapsNet at batch 128, and training keeps it and its gradient.
+  number of input capsules: u_hat `[B, num_out, num_in, dim]` is 1.7 GB for a
+  CIFAR-100-sized CapsNet at batch 128, and training holds its gradient.
   Here u_hat is computed for `chunk_size` input capsules at a time, once per
   iteration, inside a `jax.checkpoint`, so the backward pass recomputes each
   chunk instead of storing it.
