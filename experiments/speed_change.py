@@ -105,28 +105,25 @@ def run(name: str, before: str) -> str:
   torch = ([f'--torch_python={FLAGS.torch_python}'] if FLAGS.torch_python
            else ['--notorch'])
   start = time.time()
-  runs = []
-  for round_ in range(FLAGS.rounds):
+
+  def each_side(*extra):
+    """Every (compute dtype, mode, side) in order, with its benchmark row."""
     for dtype in FLAGS.compute_dtypes:
       for mode in FLAGS.modes:
         for side in SIDES:
-          row = _benchmark(trees[side], [
+          yield dtype, mode, side, _benchmark(trees[side], [
               f'--mode={mode}', f'--batch={FLAGS.batch}',
               f'--routing_iters={FLAGS.routing_iters}',
-              f'--compute_dtype={dtype}', f'--steps={FLAGS.steps}', *torch])
-          runs.append({'round': round_, 'side': side, 'row': row})
-          print(f'round {round_} {dtype} {mode} {side}: '
-                f'{row["images_per_s"]:.1f} images/s', flush=True)
-  profiles = []
-  for dtype in FLAGS.compute_dtypes:
-    for mode in FLAGS.modes:
-      for side in SIDES:
-        row = _benchmark(trees[side], [
-            f'--mode={mode}', f'--batch={FLAGS.batch}',
-            f'--routing_iters={FLAGS.routing_iters}',
-            f'--compute_dtype={dtype}', '--steps=3', '--notorch',
-            '--profile'])
-        profiles.append({'side': side, 'row': row})
+              f'--compute_dtype={dtype}', *extra])
+
+  runs = []
+  for round_ in range(FLAGS.rounds):
+    for dtype, mode, side, row in each_side(f'--steps={FLAGS.steps}', *torch):
+      runs.append({'round': round_, 'side': side, 'row': row})
+      print(f'round {round_} {dtype} {mode} {side}: '
+            f'{row["images_per_s"]:.1f} images/s', flush=True)
+  profiles = [{'side': side, 'row': row} for _, _, side, row in each_side(
+      '--steps=3', '--notorch', '--profile')]
   versions = {'jax': _version(sys.executable, 'jax')}
   if FLAGS.torch_python:
     versions['torch'] = _version(FLAGS.torch_python, 'torch')
