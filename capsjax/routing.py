@@ -84,8 +84,8 @@ def dynamic_routing(u_hat: jax.Array, num_iters: int, *,
   # are then batched over j (and over the batch under vmap) with u_hat read
   # as it lies. Input-major, XLA:CPU copied the whole batch of u_hat (94 MB
   # for the paper's DigitCaps at batch 128) into that layout for each of them
-  # (docs/performance.md); here the one transpose fuses with whatever made
-  # u_hat, such as the layer's `[num_in, B, ...]` predictions.
+  # (docs/performance.md). Under `layers.Capsules`' vmap this transpose
+  # cancels the swap that feeds it `layers.predictions`' `[B, J, I, D]`.
   u_t = u_hat.transpose(1, 0, 2)
   num_out = u_t.shape[0]
   # Logits are per example and start at zero: with vmap each example gets its
