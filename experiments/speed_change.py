@@ -28,6 +28,8 @@ import time
 from absl import app
 from absl import flags
 
+from capsjax import workdir as workdir_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDS = os.path.join(ROOT, 'experiments', 'results', 'speed')
 PAGE = os.path.join(ROOT, 'docs', 'performance.md')
@@ -135,9 +137,7 @@ def run(name: str, before: str) -> str:
       'profiles': profiles}
   os.makedirs(FLAGS.records, exist_ok=True)
   path = os.path.join(FLAGS.records, f'{name}.json')
-  with open(path, 'w') as f:
-    json.dump(record, f, indent=1, sort_keys=True)
-    f.write('\n')
+  workdir_lib.write_json(path, record)
   return path
 
 
@@ -296,8 +296,8 @@ def replace_block(text: str, block: str) -> str:
 def render(records: str, page: str) -> None:
   with open(page) as f:
     text = f.read()
-  with open(page, 'w') as f:
-    f.write(replace_block(text, block_markdown(load_records(records))))
+  workdir_lib.write_text(page, replace_block(
+      text, block_markdown(load_records(records))))
 
 
 def main(argv):
