@@ -368,17 +368,16 @@ def inverted_dot_product_routing(u_hat: jax.Array, num_iters: int, *,
   scale = 1.0 / jnp.sqrt(jnp.asarray(dim, u_hat.dtype))
   u_t = u_hat.transpose(1, 0, 2)  # Output-major, as in dynamic_routing.
   num_out = u_t.shape[0]
-  couplings = []
-  for t in range(num_iters):
-    if t == 0:
-      c = jnp.full(u_t.shape[:2], 1.0 / num_out, u_t.dtype)
-      s = jnp.sum(u_t, axis=1) / num_out
-    else:
-      agreement = jnp.einsum('jid,jd->ji', u_t, v) * scale
-      c = jax.nn.softmax(agreement, axis=0)
-      s = jnp.einsum('ji,jid->jd', c, u_t)
+  # t = 0: uniform couplings, so s is a plain sum.
+  c = jnp.full(u_t.shape[:2], 1.0 / num_out, u_t.dtype)
+  couplings = [c.T]
+  v = layer_norm(jnp.sum(u_t, axis=1) / num_out, norm_scale, norm_offset, eps)
+  for _ in range(num_iters - 1):
+    agreement = jnp.einsum('jid,jd->ji', u_t, v) * scale
+    c = jax.nn.softmax(agreement, axis=0)
     couplings.append(c.T)
-    v = layer_norm(s, norm_scale, norm_offset, eps)
+    v = layer_norm(jnp.einsum('ji,jid->jd', c, u_t), norm_scale, norm_offset,
+                   eps)
   if return_couplings:
     return v, jnp.stack(couplings)
   return v
