@@ -187,8 +187,8 @@ def xla_conv(x: jax.Array, kernel: jax.Array, stride: int,
   in x's dtype, as in `sliced_conv`.
   """
   acc = jnp.result_type(x, kernel)
-  if compute_dtype is not None:
-    x, kernel = x.astype(compute_dtype), kernel.astype(compute_dtype)
+  dtype = compute_dtype or acc
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
   return lax.conv_general_dilated(
       x, kernel, (stride, stride), 'VALID',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), preferred_element_type=acc)

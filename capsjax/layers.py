@@ -26,36 +26,53 @@ from capsjax import routing
 
 
 class Conv(nn.Module):
-  """A VALID stride-1 convolution plus bias, with `nn.Conv`'s parameters.
+  """A stride-1 convolution plus bias, with `nn.Conv`'s parameters.
 
   The same parameters (`kernel: [k, k, C, features]`, lecun-normal; `bias`,
-  zeros) and values as `nn.Conv(features, (k, k), padding='VALID')`, so
+  zeros) and values as `nn.Conv(features, (k, k), padding=padding)`, so
   checkpoints and initialisations are unchanged. On CPU ('auto' -> 'slices')
   an input of at most `conv.PATCH_CONV_MAX_CHANNELS` channels (an image) is
   convolved by `conv.patch_conv`, one matmul whose kernel gradient XLA:CPU
-  runs far faster than its own convolution's.
+  runs far faster than its own convolution's; a feature map by
+  `conv.sliced_conv`, whose matmuls also take bfloat16 inputs.
 
   Attributes:
     features: output channels.
     kernel_size: square kernel side.
     conv_impl: 'auto' | 'slices' | 'xla'; see `conv.resolve_conv_impl`.
+    padding: 'VALID' or 'SAME' (zeros, `(k - 1) // 2` before, as XLA pads).
+    compute_dtype: 'float32' | 'bfloat16' | 'auto', the dtype of the matmul
+      inputs of a feature map's convolution (`conv.resolve_compute_dtype`;
+      products are accumulated in float32). An image's (`patch_conv`) stays
+      float32: it is a few FLOPs.
   """
   features: int
   kernel_size: int
   conv_impl: str = 'auto'
+  padding: str = 'VALID'
+  compute_dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """`x: [B, H, W, C]` -> `[B, H - k + 1, W - k + 1, features]`."""
-    kernel = self.param(
-        'kernel', nn.initializers.lecun_normal(),
-        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    """`x: [B, H, W, C]` -> `[B, H', W', features]`: `H' = H - k + 1` for
+    'VALID', `H` for 'SAME'."""
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    if (conv.resolve_conv_impl(self.conv_impl) == 'slices' and
-        x.shape[-1] <= conv.PATCH_CONV_MAX_CHANNELS):
+    if self.padding not in ('VALID', 'SAME'):
+      raise ValueError(f"Conv padding must be 'VALID' or 'SAME', got "
+                       f'{self.padding!r}.')
+    if self.padding == 'SAME':
+      pad = ((k - 1) // 2, k // 2)
+      x = jnp.pad(x, ((0, 0), pad, pad, (0, 0)))
+    compute_dtype = conv.resolve_compute_dtype(self.compute_dtype)
+    if conv.resolve_conv_impl(self.conv_impl) != 'slices':
+      y = conv.xla_conv(x, kernel, 1, compute_dtype)
+    elif x.shape[-1] <= conv.PATCH_CONV_MAX_CHANNELS:
       y = conv.patch_conv(x, kernel)
     else:
-      y = conv.xla_conv(x, kernel, 1)
+      y = conv.sliced_conv(x, kernel, 1, compute_dtype)
     return y + bias
 
 

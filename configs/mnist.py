@@ -87,12 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.primary_stride = 2
   config.model.digit_dim = 16
   config.model.decoder_hidden = (512, 1024)
-  # Conv1 and PrimaryCaps convolutions: matmul forms ('slices') are fast on
-  # CPU, 'xla' on GPU/TPU; 'auto' picks.
+  # Conv1 and PrimaryCaps convolutions (and the baseline CNN's): matmul
+  # forms ('slices') are fast on CPU, 'xla' on GPU/TPU; 'auto' picks.
   config.model.conv_impl = 'auto'
-  # PrimaryCaps matmul inputs: 'auto' is bfloat16 on CPUs with AVX512-BF16
-  # or AMX and on GPU/TPU (products still accumulate in float32), where it is
-  # faster at the same accuracy (docs/performance.md), and float32 elsewhere.
+  # PrimaryCaps matmul inputs (and those of the baseline CNN's convolutions
+  # after the first): 'auto' is bfloat16 on CPUs with AVX512-BF16 or AMX and
+  # on GPU/TPU (products still accumulate in float32), where it is faster at
+  # the same accuracy (docs/performance.md), and float32 elsewhere.
   # 'float32' everywhere: --config.model.compute_dtype=float32.
   config.model.compute_dtype = 'auto'
   # 'full' | 'chunked': 'chunked' never holds u_hat whole (large

@@ -28,8 +28,9 @@ config's); `--routing_iters` is their iterations.
 The sizes: 'mnist' is 28x28x1 with 10 classes (the paper's network);
 'cifar10' and 'cifar100' are 32x32x3 images with 10 or 100 classes (CapsNet:
 2048 primary capsules; u_hat is 1.7 GB at batch 128 with 100 classes).
-`--compute_dtype`, `--routing_memory` and `--routing_chunk` are CapsNet
-fields; other models' rows show '-' there.
+`--compute_dtype` applies to the models with a `compute_dtype` field
+(CapsNet, the baseline CNN), `--routing_memory` and `--routing_chunk` to
+CapsNet; other models' rows show '-' there.
 
 Memory: `compiled_peak_mib` is what XLA's compiled step says it needs
 (`memory_analysis()`: scratch + arguments + outputs not aliased to an
@@ -128,8 +129,8 @@ flags.DEFINE_bool('child', False, 'Internal: measure one configuration in '
                   'this process and print it as JSON.')
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-# CapsNet fields the flags set, for the models that declare them.
-_CAPSNET_FIELDS = ('compute_dtype', 'routing_memory', 'routing_chunk')
+# CapsNet's routing fields the flags set, for the models that declare them.
+_CAPSNET_FIELDS = ('routing_memory', 'routing_chunk')
 
 
 def load_config(model_name: str):
@@ -243,8 +244,8 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
 
   `config` defaults to `model_name`'s (`load_config`); `routing` (a name in
   `capsjax.routing.ROUTINGS`) replaces its `model.routing` if given; `size`
-  is a key of SIZES. The CapsNet fields (compute_dtype, routing_memory,
-  routing_chunk) apply only to models that declare them.
+  is a key of SIZES. compute_dtype, routing_memory and routing_chunk apply
+  only to models that declare them.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -259,9 +260,11 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   if routing is not None:
     config.model.routing = routing
   declared = models.spec(config.model).fields
+  has_dtype = 'compute_dtype' in declared
   capsnet_fields = all(f in declared for f in _CAPSNET_FIELDS)
-  if capsnet_fields:
+  if has_dtype:
     config.model.compute_dtype = compute_dtype
+  if capsnet_fields:
     config.model.routing_memory = routing_memory
     config.model.routing_chunk = routing_chunk
   # Parts of the batch, as train_and_evaluate derives them. A batch that
@@ -292,14 +295,14 @@ def measure(mode: str, batch_size: int, routing_iters: int, *,
   start = time.perf_counter()
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  matmul_dtype = (conv.resolve_compute_dtype(compute_dtype) if capsnet_fields
+  matmul_dtype = (conv.resolve_compute_dtype(compute_dtype) if has_dtype
                   else None) or jnp.float32
   row = {
       'framework': 'capsjax', 'model': config.model.name,
       'routing': config.model.routing if 'routing' in declared else '-',
       'size': size, 'mode': mode,
       'batch': batch_size, 'routing_iters': routing_iters,
-      'compute_dtype': compute_dtype if capsnet_fields else '-',
+      'compute_dtype': compute_dtype if has_dtype else '-',
       'matmul_dtype': jnp.dtype(matmul_dtype).name,
       'routing_memory': routing_memory if capsnet_fields else '-',
       'microbatch_size': batch_size // parts if mode == 'train' else 0,

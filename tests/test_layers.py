@@ -139,22 +139,53 @@ def test_decoder_sees_only_the_selected_capsule():
                          images[0])
 
 
+# An image (patch_conv on CPU) and a feature map (sliced_conv), in both
+# paddings; the baseline CNN's convolutions are SAME.
+CONV_INPUTS = [((2, 14, 13, 1), 'VALID'), ((2, 9, 8, 6), 'VALID'),
+               ((2, 9, 8, 6), 'SAME'), ((2, 8, 7, 1), 'SAME')]
+
+
 @pytest.mark.parametrize('impl', ['slices', 'xla'])
-def test_conv_is_nn_conv_with_the_same_parameters(impl):
-  # CapsNet's Conv1 was nn.Conv: the same parameter names, shapes and
-  # initial values, so old checkpoints load and runs start the same; the
-  # same outputs whichever implementation runs it.
-  x = jax.random.uniform(jax.random.key(0), (2, 14, 13, 1))
-  reference = flax.linen.Conv(6, (5, 5), padding='VALID')
-  ours = layers.Conv(6, 5, conv_impl=impl)
-  params = reference.init(jax.random.key(3), x)
-  initial = ours.init(jax.random.key(3), x)
-  assert jax.tree.structure(initial) == jax.tree.structure(params)
-  for got, want in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
-    np.testing.assert_array_equal(got, want)
-  np.testing.assert_allclose(ours.apply(params, x),
-                             reference.apply(params, x), rtol=1e-5,
-                             atol=1e-6)
+@pytest.mark.parametrize('shape,padding', CONV_INPUTS)
+def test_conv_is_nn_conv_with_the_same_parameters(impl, shape, padding):
+  # CapsNet's Conv1 and the baseline's convolutions were nn.Conv: the same
+  # parameter names, shapes and initial values, so old checkpoints load and
+  # runs start the same; the same outputs and gradients (float64) whichever
+  # implementation runs it.
+  with jax.enable_x64(True):
+    x = jax.random.uniform(jax.random.key(0), shape, jnp.float64)
+    reference = flax.linen.Conv(5, (4, 4), padding=padding,
+                                param_dtype=jnp.float64)
+    ours = layers.Conv(5, 4, conv_impl=impl, padding=padding)
+    params = reference.init(jax.random.key(3), x)
+    initial = ours.init(jax.random.key(3), x)
+    assert jax.tree.structure(initial) == jax.tree.structure(params)
+    for got, want in zip(jax.tree.leaves(initial), jax.tree.leaves(params)):
+      np.testing.assert_array_equal(got, want)
+    loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+    np.testing.assert_allclose(ours.apply(params, x),
+                               reference.apply(params, x), rtol=1e-12,
+                               atol=1e-12)
+    for got, want in zip(
+        jax.tree.leaves(jax.grad(loss(ours), argnums=(0, 1))(params, x)),
+        jax.tree.leaves(jax.grad(loss(reference), argnums=(0, 1))(params, x))):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('impl', ['slices', 'xla'])
+def test_conv_bfloat16_inputs_of_a_feature_map(impl):
+  # A feature map's matmuls take bfloat16 inputs, accumulated in float32:
+  # within bfloat16's rounding of the float32 result, and not equal to it.
+  x = jax.random.uniform(jax.random.key(0), (2, 9, 8, 64))
+  conv32 = layers.Conv(8, 3, conv_impl=impl, padding='SAME')
+  conv16 = layers.Conv(8, 3, conv_impl=impl, padding='SAME',
+                       compute_dtype='bfloat16')
+  params = conv32.init(jax.random.key(1), x)
+  want, got = conv32.apply(params, x), conv16.apply(params, x)
+  assert got.dtype == jnp.float32
+  scale = float(jnp.max(jnp.abs(want)))
+  np.testing.assert_allclose(got, want, atol=2e-2 * scale)
+  assert not np.allclose(got, want, atol=1e-5 * scale, rtol=0)
 
 
 # ------------------------------------ matrix capsules, against loops ------

@@ -11,7 +11,9 @@ import flax.linen as nn
 import jax
 
 from capsjax import checks
+from capsjax import conv
 from capsjax import errors
+from capsjax import layers
 
 
 class BaselineOutput(NamedTuple):
@@ -38,6 +40,10 @@ class BaselineCNN(nn.Module):
     cnn_pool: 2x2 stride-2 max pooling (SAME) after each convolution.
     cnn_hidden: widths of the fully connected ReLU layers.
     cnn_dropout: dropout rate before the logits, active when `train`.
+    conv_impl: 'auto' | 'slices' | 'xla', as CapsNet's (`layers.Conv`): on
+      CPU the convolutions run as matmuls, faster than XLA:CPU's own.
+    compute_dtype: 'float32' | 'bfloat16' | 'auto', the matmul inputs of the
+      convolutions after the first (`layers.Conv`), as CapsNet's PrimaryCaps.
   """
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
@@ -47,6 +53,8 @@ class BaselineCNN(nn.Module):
   cnn_pool: bool = False
   cnn_hidden: Sequence[int] = (328, 192)
   cnn_dropout: float = 0.5
+  conv_impl: str = 'auto'
+  compute_dtype: str = 'float32'
 
   def check_input_shape(self) -> None:
     """Raises errors.InputShapeError if VALID convolutions empty the image."""
@@ -80,8 +88,9 @@ class BaselineCNN(nn.Module):
           f'BaselineCNN with input_shape={tuple(images.shape[1:])}.')
     h = images
     for i, width in enumerate(self.cnn_channels):
-      h = nn.relu(nn.Conv(width, (self.cnn_kernel, self.cnn_kernel),
-                          padding=self.cnn_padding, name=f'conv{i + 1}')(h))
+      h = nn.relu(layers.Conv(width, self.cnn_kernel, self.conv_impl,
+                              self.cnn_padding, self.compute_dtype,
+                              name=f'conv{i + 1}')(h))
       if self.cnn_pool:
         h = nn.max_pool(h, (2, 2), strides=(2, 2), padding='SAME')
     h = h.reshape(h.shape[0], -1)
@@ -103,4 +112,7 @@ FIELDS = {
                                     example='(328, 192)'),
     'cnn_dropout': functools.partial(checks.number_in, low=0, high=1,
                                      example=0.5, high_open=True),
+    'conv_impl': functools.partial(checks.choice, allowed=conv.CONV_IMPLS),
+    'compute_dtype': functools.partial(checks.choice,
+                                       allowed=conv.COMPUTE_DTYPES),
 }
