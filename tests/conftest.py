@@ -102,6 +102,12 @@ def load_script(name: str):
   return module
 
 
+def block_between(path: str, begin: str, end: str) -> str:
+  """The text of file `path` between the marker lines `begin` and `end`."""
+  with open(path) as f:
+    return f.read().split(begin)[1].split(end)[0]
+
+
 def assert_one_line_data_error(excinfo, *fragments):
   """The raised error is a ValueError with a one-line message holding every
   fragment."""

@@ -145,9 +145,8 @@ def test_a_readme_without_the_markers_is_a_one_line_error(tmp_path, records):
 
 
 def test_the_readme_shows_the_recorded_runs_of_this_checkout():
-  with open(report.README) as f:
-    text = f.read()
-  block = text.split(report.README_BEGIN)[1].split(report.README_END)[0]
+  block = conftest.block_between(report.README, report.README_BEGIN,
+                                 report.README_END)
   assert block == '\n' + report.readme_markdown(
       report.load_records(report.RESULTS_DIR)), (
           'README.md is not the records\' rendering: run python '

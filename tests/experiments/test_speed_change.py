@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import block_between
 from conftest import load_script
 
 speed_change = load_script('speed_change')
@@ -95,9 +96,8 @@ def test_a_page_without_the_markers_is_a_one_line_error(tmp_path):
 
 
 def test_the_performance_page_shows_the_recorded_speed_of_this_checkout():
-  with open(speed_change.PAGE) as f:
-    text = f.read()
-  block = text.split(speed_change.SPEED_BEGIN)[1].split(speed_change.SPEED_END)[0]
+  block = block_between(speed_change.PAGE, speed_change.SPEED_BEGIN,
+                        speed_change.SPEED_END)
   assert block == '\n' + speed_change.block_markdown(
       speed_change.load_records(speed_change.RECORDS)), (
           'docs/performance.md is not the speed records\' rendering: run '
