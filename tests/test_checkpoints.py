@@ -1,5 +1,7 @@
 """Tests of capsjax.checkpoints: interrupted saves and damaged checkpoints."""
 import asyncio
+import glob
+import json
 import logging
 import os
 
@@ -10,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+import capsjax
 from capsjax import checkpoints
 from capsjax import errors
 from capsjax import parallel
@@ -71,6 +74,17 @@ def test_restore_latest_returns_the_newest(tmp_path):
   step, state, meta = restore_latest(tmp_path)
   assert step == 2 and meta == {'step': 2} and int(state.step) == 2
   np.testing.assert_array_equal(state.params['w'], make_state(2.0).params['w'])
+
+
+def test_each_checkpoint_records_the_capsjax_version_that_wrote_it(tmp_path):
+  save_steps(tmp_path, [1, 2])
+  metas = sorted(glob.glob(str(tmp_path / '*' / 'meta' / 'metadata')))
+  assert len(metas) == 2
+  for path in metas:
+    with open(path) as f:
+      assert json.load(f)['capsjax_version'] == capsjax.__version__
+  # Restoring hands back the caller's meta only.
+  assert restore_latest(tmp_path)[2] == {'step': 2}
 
 
 @pytest.mark.parametrize('how', ['truncate', 'flip'])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import capsjax
 from capsjax import checkpoints
 from capsjax import data
 from capsjax import errors
@@ -51,6 +52,8 @@ def test_train_and_evaluate_writes_the_workdir(tmp_path):
       100 * (1 - summary['test_accuracy']))
   assert summary['train_images_per_s'] > 0 and summary['wall_s'] > 0
   assert summary['dataset'] == 'tfds:mnist'
+  # Later versions name the one that wrote a workdir they cannot read.
+  assert summary['capsjax_version'] == capsjax.__version__
 
   records = read_jsonl(tmp_path / 'metrics.jsonl')
   train_steps = [r['step'] for r in records if r['split'] == 'train']
