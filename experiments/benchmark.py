@@ -28,9 +28,9 @@ config's); `--routing_iters` is their iterations.
 The sizes: 'mnist' is 28x28x1 with 10 classes (the paper's network);
 'cifar10' and 'cifar100' are 32x32x3 images with 10 or 100 classes (CapsNet:
 2048 primary capsules; u_hat is 1.7 GB at batch 128 with 100 classes).
-`--compute_dtype` applies to the models with a `compute_dtype` field
-(CapsNet, the baseline CNN), `--routing_memory` and `--routing_chunk` to
-CapsNet; other models' rows show '-' there.
+`--compute_dtype` (one or more) applies to the models with a
+`compute_dtype` field (CapsNet, the baseline CNN), `--routing_memory` and
+`--routing_chunk` to CapsNet; other models' rows show '-' there.
 
 Memory: `compiled_peak_mib` is what XLA's compiled step says it needs
 (`memory_analysis()`: scratch + arguments + outputs not aliased to an
@@ -40,12 +40,18 @@ the process's measured peak (includes the Python runtime and compilation).
 PyTorch: `experiments/torch_reference.py` (the paper's CapsNet with dynamic
 routing, in plain PyTorch) runs for `--model=capsnet --routing=dynamic` only,
 by default whenever torch is importable by this Python, or by the one
-`--torch_python` names; `--notorch` turns it off. Every repeat runs ours,
-then torch float32, then torch with bfloat16 autocast, back to back: on a
-shared machine the speed drifts over minutes, and runs back to back see the
-same drift. `speedup_vs_torch_float32` is the median of the pairs' ratios;
-`speedup_vs_torch_best` the median of ours / the faster torch run of the same
-repeat (torch at its best: what a PyTorch user would pick on this CPU).
+`--torch_python` names; `--notorch` turns it off. It runs on the GPU where its
+torch sees one. `--torch_forms` are the forms a PyTorch user would try:
+float32, bfloat16 (autocast), and either under `torch.compile`
+(compiled_float32, compiled_bfloat16). Every repeat runs ours, then each
+torch form, back to back: on a shared machine the speed drifts over minutes,
+and runs back to back see the same drift. Torch's runs of a repeat are shared
+by the rows that differ only in what torch does not have (compute_dtype,
+routing_memory), so each row is paired with the torch runs of the first of
+them. `speedup_vs_torch_float32` is the median of the pairs' ratios;
+`speedup_vs_torch_best` the median of ours / the fastest torch form of the
+same repeat (torch at its best: what a PyTorch user would pick on this
+machine).
 
 `--profile` also traces three steps with `jax.profiler` and prints, per
 step, the milliseconds of XLA's ops by the model part whose JAX code made
@@ -85,7 +91,8 @@ SIZES = {
     'cifar10': ((32, 32, 3), 10),
     'cifar100': ((32, 32, 3), 100),
 }
-TORCH_DTYPES = ('float32', 'bfloat16')
+# torch_reference.py's forms (its JSON rows' `form`): --dtype, --compile.
+TORCH_FORMS = ('float32', 'bfloat16', 'compiled_float32', 'compiled_bfloat16')
 
 flags.DEFINE_enum('mode', None, ['train', 'eval'], 'Only this mode '
                   '(default: both).')
@@ -96,8 +103,8 @@ flags.DEFINE_list('routing', [], 'Routing algorithms, names in '
 flags.DEFINE_list('size', ['mnist'], f'Input sizes: {", ".join(SIZES)}.')
 flags.DEFINE_list('batch', ['32', '128', '512'], 'Batch sizes.')
 flags.DEFINE_list('routing_iters', ['1', '3', '5'], 'Routing iterations.')
-flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16', 'auto'],
-                  'PrimaryCaps matmul inputs (config.model.compute_dtype); '
+flags.DEFINE_list('compute_dtype', ['float32'], 'Matmul inputs to run '
+                  '(config.model.compute_dtype: float32, bfloat16, auto); '
                   'float32, the reference, unless set (training defaults '
                   'to auto).')
 flags.DEFINE_list('routing_memory', ['full'], 'config.model.routing_memory '
@@ -117,8 +124,9 @@ flags.DEFINE_bool('torch', True, 'Also run the PyTorch reference when a '
 flags.DEFINE_string('torch_python', None, 'A Python with torch installed '
                     '(default: this one, if it imports torch).')
 flags.DEFINE_alias('compare_torch', 'torch_python')
-flags.DEFINE_list('torch_dtypes', list(TORCH_DTYPES), 'PyTorch runs per '
-                  'repeat: float32 and/or bfloat16 (autocast).')
+flags.DEFINE_list('torch_forms', ['float32', 'bfloat16'], 'PyTorch runs '
+                  'per repeat: ' + ', '.join(TORCH_FORMS) + ' (bfloat16: '
+                  'autocast; compiled_: torch.compile, minutes on a CPU).')
 flags.DEFINE_string('torch_script', os.path.join(
     os.path.dirname(os.path.abspath(__file__)), 'torch_reference.py'),
                     'The PyTorch reference script.')
@@ -444,10 +452,11 @@ def combine_repeats(ours: list[dict],
                     torch: dict[str, list[dict]] | None = None) -> dict:
   """One row from repeated runs: the median run, and median ratios.
 
-  `torch[dtype][k]` ran right after `ours[k]`; each ratio compares runs that
-  saw the same machine state. Adds, per torch dtype, its median images/s and
-  `speedup_vs_torch_<dtype>` (median, min, max of the pair ratios), and
-  `speedup_vs_torch_best`: per repeat, ours against the faster torch run.
+  `torch[form][k]` ran right after `ours[k]`; each ratio compares runs that
+  saw the same machine state. Adds, per torch form (TORCH_FORMS), its median
+  images/s and `speedup_vs_torch_<form>` (median, min, max of the pair
+  ratios), and `speedup_vs_torch_best`: per repeat, ours against the fastest
+  torch form.
   """
   row = dict(sorted(ours, key=lambda r: r.get('images_per_s', 0))[
       len(ours) // 2])
@@ -484,12 +493,12 @@ def _last_json_line(proc, cmd) -> dict:
 
 
 def _run_child(model_name, algorithm, size, mode, batch_size, routing_iters,
-               routing_memory) -> dict:
+               routing_memory, compute_dtype) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
          f'--model={model_name}', f'--routing={algorithm or ""}',
          f'--size={size}', f'--mode={mode}', f'--batch={batch_size}',
          f'--routing_iters={routing_iters}',
-         f'--compute_dtype={FLAGS.compute_dtype}',
+         f'--compute_dtype={compute_dtype}',
          f'--routing_memory={routing_memory}',
          f'--routing_chunk={FLAGS.routing_chunk}',
          f'--microbatch_size={FLAGS.microbatch_size}',
@@ -500,13 +509,16 @@ def _run_child(model_name, algorithm, size, mode, batch_size, routing_iters,
 
 
 def torch_command(python, script, size, mode, batch_size, routing_iters,
-                  dtype, steps, warmup) -> list[str]:
-  """The torch_reference.py command for one configuration (`size` in SIZES)."""
+                  form, steps, warmup) -> list[str]:
+  """The torch_reference.py command for one configuration (`size` in SIZES)
+  in one of TORCH_FORMS."""
   (height, _, channels), num_classes = SIZES[size]
+  dtype = form.removeprefix('compiled_')
   return [python, script, f'--mode={mode}', f'--batch={batch_size}',
           f'--routing_iters={routing_iters}', f'--steps={steps}',
           f'--warmup={warmup}', f'--dtype={dtype}', f'--image_size={height}',
-          f'--channels={channels}', f'--num_classes={num_classes}']
+          f'--channels={channels}', f'--num_classes={num_classes}',
+          *(['--compile'] if form != dtype else [])]
 
 
 def torch_skip_note(model_name: str, algorithm: str | None) -> str | None:
@@ -520,9 +532,9 @@ def torch_skip_note(model_name: str, algorithm: str | None) -> str | None:
 
 
 def _run_torch(python, size, mode, batch_size, routing_iters,
-               dtype) -> dict:
+               form) -> dict:
   cmd = torch_command(python, FLAGS.torch_script, size, mode,
-                      batch_size, routing_iters, dtype, FLAGS.steps,
+                      batch_size, routing_iters, form, FLAGS.steps,
                       FLAGS.warmup)
   return _last_json_line(subprocess.run(cmd, capture_output=True, text=True),
                          cmd)
@@ -531,12 +543,15 @@ def _run_torch(python, size, mode, batch_size, routing_iters,
 _COLUMNS = [('model', '{}'), ('routing', '{}'), ('size', '{}'),
             ('mode', '{}'), ('batch', '{}'),
             ('routing_iters', '{}'), ('routing_memory', '{}'),
+            ('compute_dtype', '{}'), ('matmul_dtype', '{}'),
             ('images_per_s', '{:.1f}'), ('step_ms', '{:.0f}'),
             ('compile_s', '{:.1f}'), ('compiled_peak_mib', '{:.0f}'),
             ('peak_rss_mib', '{:.0f}'),
             ('fraction_of_matmul_peak', '{:.2f}'),
             ('torch_float32_images_per_s', '{:.1f}'),
             ('torch_bfloat16_images_per_s', '{:.1f}'),
+            ('torch_compiled_float32_images_per_s', '{:.1f}'),
+            ('torch_compiled_bfloat16_images_per_s', '{:.1f}'),
             ('speedup_vs_torch_float32', 'ratio'),
             ('speedup_vs_torch_best', 'ratio'), ('note', '{}')]
 
@@ -561,10 +576,10 @@ def _print_table(rows, header: str):
     print('  '.join(v.rjust(w) for v, w in zip(c, widths)))
   first = rows[0]
   peak = first.get('matmul_peak_gflop_per_s')
-  print(f'device {first["device"]} x{first["num_devices"]}, compute_dtype '
-        f'{first["compute_dtype"]} (matmuls in {first["matmul_dtype"]})' +
-        (f', dense matmul peak {peak:.0f} GFLOP/s' if peak else ''))
-  torch_peaks = [f'{dtype} {first[key]:.0f}' for dtype in TORCH_DTYPES
+  print(f'device {first["device"]} x{first["num_devices"]}' +
+        (f', dense matmul peak {peak:.0f} GFLOP/s in '
+         f'{first["matmul_dtype"]}' if peak else ''))
+  torch_peaks = [f'{dtype} {first[key]:.0f}' for dtype in TORCH_FORMS[:2]
                  if (key := f'torch_{dtype}_matmul_peak_gflop_per_s') in first]
   if torch_peaks:
     print(f'PyTorch dense matmul peak (GFLOP/s): {", ".join(torch_peaks)}')
@@ -606,13 +621,15 @@ def _parse_ints(values, what):
 
 
 def combinations(model_names, algorithms, sizes, modes, batches, iters,
-                 memories, default_routing=lambda m: load_config(
-                     m).model.routing):
+                 memories, compute_dtypes=('float32',),
+                 default_routing=lambda m: load_config(m).model.routing):
   """The runs, in table order: dicts of model, routing, size, mode, ...
 
   An empty `algorithms` means each model's config routing
   (`default_routing(model)`). The CapsNet-only routing memory varies for
   CapsNet only, and 'chunked' (dynamic routing only) pairs with 'dynamic'.
+  Compute dtypes vary innermost (every model runs each: the ones without
+  the field ignore it).
   """
   runs = []
   for model_name in model_names:
@@ -626,11 +643,41 @@ def combinations(model_names, algorithms, sizes, modes, batches, iters,
                 if model_name == 'capsnet' and (
                     memory == 'chunked' and algorithm != 'dynamic'):
                   continue
-                runs.append(dict(
-                    model_name=model_name, algorithm=algorithm, size=size,
-                    mode=mode, batch_size=batch_size,
-                    routing_iters=routing_iters, routing_memory=memory))
+                for compute_dtype in compute_dtypes:
+                  runs.append(dict(
+                      model_name=model_name, algorithm=algorithm, size=size,
+                      mode=mode, batch_size=batch_size,
+                      routing_iters=routing_iters, routing_memory=memory,
+                      compute_dtype=compute_dtype))
   return runs
+
+
+def measure_rows(runs, repeats, torch_forms, run_ours, run_torch=None):
+  """Yields a row per run (`combinations`): `repeats` runs of ours, each
+  followed by torch's forms (`run_torch(size, mode, batch_size,
+  routing_iters, form)`; None: no torch), combined by `combine_repeats`.
+
+  Torch's k-th run of a configuration is made once and shared by the rows
+  that differ only in what torch does not have (compute_dtype,
+  routing_memory): on a GPU a torch.compile run costs a minute.
+  """
+  torch_runs = {}  # (size, mode, batch, iterations, form, repeat) -> row.
+  for run in runs:
+    note = run_torch and torch_skip_note(run['model_name'], run['algorithm'])
+    with_torch = run_torch and not note
+    ours, torch = [], {form: [] for form in torch_forms}
+    for k in range(repeats):
+      ours.append(run_ours(**run))
+      for form in (torch if with_torch else ()):
+        key = (run['size'], run['mode'], run['batch_size'],
+               run['routing_iters'], form, k)
+        if key not in torch_runs:
+          torch_runs[key] = run_torch(*key[:-1])
+        torch[form].append(torch_runs[key])
+    row = combine_repeats(ours, torch if with_torch else None)
+    if note:
+      row['note'] = note
+    yield row
 
 
 def main(argv):
@@ -642,11 +689,13 @@ def main(argv):
     sys.exit('error: --repeats must be >= 1.')
   cpu_runtime.configure()  # As the training CLI does; before JAX runs.
   # After configure(): importing capsjax.routing starts JAX.
+  from capsjax import conv  # pylint: disable=g-import-not-at-top
   from capsjax import models  # pylint: disable=g-import-not-at-top
   from capsjax import routing as routing_lib  # pylint: disable=g-import-not-at-top
   for name, allowed in (('model', models.MODELS), ('size', SIZES),
                         ('routing_memory', ('full', 'chunked')),
-                        ('torch_dtypes', TORCH_DTYPES)):
+                        ('compute_dtype', conv.COMPUTE_DTYPES),
+                        ('torch_forms', TORCH_FORMS)):
     unknown = set(FLAGS[name].value) - set(allowed)
     if unknown or not FLAGS[name].value:
       sys.exit(f'error: --{name} has {", ".join(sorted(unknown)) or "none"}; '
@@ -662,7 +711,7 @@ def main(argv):
     print(json.dumps(measure(
         modes[0], batches[0], routings[0], model_name=FLAGS.model[0],
         routing=(algorithms or [None])[0], size=FLAGS.size[0],
-        compute_dtype=FLAGS.compute_dtype,
+        compute_dtype=FLAGS.compute_dtype[0],
         routing_memory=FLAGS.routing_memory[0],
         routing_chunk=FLAGS.routing_chunk,
         microbatch_size=FLAGS.microbatch_size, steps=FLAGS.steps,
@@ -679,20 +728,11 @@ def main(argv):
   if FLAGS.json:
     print(json.dumps({'header': header, **facts}), flush=True)
   rows = []
-  for run in combinations(FLAGS.model, algorithms, FLAGS.size, modes, batches,
-                          routings, FLAGS.routing_memory):
-    note = python and torch_skip_note(run['model_name'], run['algorithm'])
-    with_torch = python and not note
-    ours, torch = [], {d: [] for d in FLAGS.torch_dtypes}
-    for _ in range(FLAGS.repeats):
-      ours.append(_run_child(**run))
-      for dtype in (torch if with_torch else ()):
-        torch[dtype].append(_run_torch(
-            python, run['size'], run['mode'], run['batch_size'],
-            run['routing_iters'], dtype))
-    row = combine_repeats(ours, torch if with_torch else None)
-    if note:
-      row['note'] = note
+  run_torch = python and functools.partial(_run_torch, python)
+  for row in measure_rows(
+      combinations(FLAGS.model, algorithms, FLAGS.size, modes, batches,
+                   routings, FLAGS.routing_memory, FLAGS.compute_dtype),
+      FLAGS.repeats, FLAGS.torch_forms, _run_child, run_torch):
     row.update(facts)
     if FLAGS.json:
       print(json.dumps(row), flush=True)

@@ -11,11 +11,16 @@ error, Adam. It times steps on random images and prints one JSON line:
         --routing_iters=3 --steps=8 --warmup=2 --dtype=float32
     python experiments/torch_reference.py --mode=eval --dtype=bfloat16
 
-`--dtype=bfloat16` runs the model under `torch.autocast('cpu',
+`--dtype=bfloat16` runs the model under `torch.autocast(device,
 torch.bfloat16)` (convolutions, linear layers and matmuls in bfloat16, the
 loss in float32): what a PyTorch user would switch on for speed on a CPU with
-native bfloat16 matmuls. `--image_size/--channels/--num_classes` give the
-CIFAR-sized networks (32, 3, 10 or 100).
+native bfloat16 matmuls or on a GPU. `--compile` runs the model through
+`torch.compile` (the optimizer step stays eager); its compilation happens in
+the warm-up steps, so give it `--warmup` >= 2. `--device` is 'cuda' where
+torch sees a GPU ('auto'), else 'cpu'. The JSON row's `form` names the three
+forms benchmark.py compares: float32, bfloat16 (autocast) and compiled_<dtype>.
+`--image_size/--channels/--num_classes` give the CIFAR-sized networks (32, 3,
+10 or 100).
 
 Needs only torch; no capsjax import, so it runs in a torch-only environment.
 """
@@ -116,29 +121,53 @@ def make_step(model, optimizer, images, labels, mode: str, dtype: str):
   return eval_step
 
 
+def resolve_device(device: str = 'auto') -> torch.device:
+  """'auto' -> cuda where torch sees a GPU, else cpu."""
+  if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  return torch.device(device)
+
+
+def form_name(dtype: str, compile_model: bool) -> str:
+  """'float32', 'bfloat16', 'compiled_float32' or 'compiled_bfloat16'."""
+  return f'compiled_{dtype}' if compile_model else dtype
+
+
+def device_name(device: torch.device) -> str:
+  if device.type == 'cuda':
+    return f'cuda:{torch.cuda.get_device_name(device)}'
+  return device.type
+
+
 def measure(mode='train', batch=128, routing_iters=3, steps=8, warmup=2,
             dtype='float32', image_size=28, channels=1, num_classes=10,
-            seed=0) -> dict:
+            seed=0, device='auto', compile_model=False) -> dict:
   """Times `steps` steps after `warmup`; returns the JSON row."""
+  device = resolve_device(device)
   torch.manual_seed(seed)
-  model = CapsNet(image_size, channels, num_classes, routing_iters)
-  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  images = torch.rand(batch, channels, image_size, image_size)
-  labels = torch.randint(0, num_classes, (batch,))
+  net = CapsNet(image_size, channels, num_classes, routing_iters).to(device)
+  optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+  model = torch.compile(net) if compile_model else net
+  images = torch.rand(batch, channels, image_size, image_size, device=device)
+  labels = torch.randint(0, num_classes, (batch,), device=device)
   step = make_step(model, optimizer, images, labels, mode, dtype)
+  start = time.perf_counter()
   for _ in range(warmup):
     float(step())
+  warmup_s = time.perf_counter() - start
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     float(step())  # Waits for the result, as block_until_ready does in JAX.
     times.append(time.perf_counter() - start)
   seconds = sorted(times)[len(times) // 2]
-  matmul_peak = matmul_flops_per_s(dtype)
+  matmul_peak = matmul_flops_per_s(dtype, device=device)
   return {
       'framework': 'torch', 'torch': torch.__version__,
-      'threads': torch.get_num_threads(), 'mode': mode, 'batch': batch,
-      'routing': routing_iters, 'dtype': dtype,
+      'device': device_name(device), 'threads': torch.get_num_threads(),
+      'mode': mode, 'batch': batch, 'routing': routing_iters, 'dtype': dtype,
+      'compile': compile_model, 'form': form_name(dtype, compile_model),
+      'warmup_s': warmup_s,
       'input': [image_size, image_size, channels], 'num_classes': num_classes,
       'step_ms': 1e3 * seconds, 'images_per_s': batch / seconds,
       'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -146,14 +175,17 @@ def measure(mode='train', batch=128, routing_iters=3, steps=8, warmup=2,
   }
 
 
-def matmul_flops_per_s(dtype='float32', n=2048, steps=5) -> float:
+def matmul_flops_per_s(dtype='float32', n=2048, steps=5,
+                       device=torch.device('cpu')) -> float:
   """FLOP/s of a dense n^3 torch matmul in `dtype` (the benchmark measures
   XLA's the same way), the median of `steps` after two warm-up runs."""
-  a = torch.randn(n, n).to(getattr(torch, dtype))
+  a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
   times = []
   for k in range(2 + steps):
     start = time.perf_counter()
     a @ a
+    if device.type == 'cuda':
+      torch.cuda.synchronize(device)  # Kernels run asynchronously there.
     if k >= 2:
       times.append(time.perf_counter() - start)
   return 2.0 * n**3 / sorted(times)[len(times) // 2]
@@ -168,6 +200,10 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--dtype', choices=['float32', 'bfloat16'],
                       default='float32')
+  parser.add_argument('--compile', dest='compile_model', action='store_true',
+                      help='run the model through torch.compile')
+  parser.add_argument('--device', default='auto',
+                      help="'auto' (cuda if available), 'cpu' or 'cuda'")
   parser.add_argument('--image_size', type=int, default=28)
   parser.add_argument('--channels', type=int, default=1)
   parser.add_argument('--num_classes', type=int, default=10)
@@ -177,6 +213,11 @@ def main(argv=None):
       parser.error(f'--{name} must be >= 1')
   if args.image_size < 25:
     parser.error('--image_size must be >= 25 (Conv1 9x9, PrimaryCaps 9x9/2)')
+  if args.device not in ('auto', 'cpu', 'cuda'):
+    parser.error(f'--device must be auto, cpu or cuda, not {args.device!r}')
+  if args.device == 'cuda' and not torch.cuda.is_available():
+    parser.error('--device=cuda, but this torch sees no CUDA GPU; use '
+                 '--device=cpu or a CUDA build of torch')
   print(json.dumps(measure(**vars(args))), flush=True)
 
 

@@ -124,6 +124,46 @@ def test_torch_command_describes_the_same_network():
       'py', 'ref.py', 'mnist', 'train', 8, 1, 'float32', 1, 1)
 
 
+def test_torch_command_of_a_compiled_form():
+  cmd = benchmark['torch_command']('py', 'ref.py', 'mnist', 'train', 8, 3,
+                                   'compiled_bfloat16', 4, 2)
+  assert '--dtype=bfloat16' in cmd and cmd[-1] == '--compile'
+  assert '--compile' not in benchmark['torch_command'](
+      'py', 'ref.py', 'mnist', 'train', 8, 3, 'float32', 4, 2)
+
+
+def test_torch_runs_are_shared_by_rows_torch_does_not_vary():
+  runs = benchmark['combinations'](['capsnet'], ['dynamic'], ['mnist'],
+                                   ['train'], [8, 16], [3], ['full'],
+                                   ['float32', 'bfloat16'])
+  assert [(r['batch_size'], r['compute_dtype']) for r in runs] == [
+      (8, 'float32'), (8, 'bfloat16'), (16, 'float32'), (16, 'bfloat16')]
+  torch_calls = []
+
+  def ours(**run):
+    return {'images_per_s': 100.0 if run['compute_dtype'] == 'float32'
+            else 300.0}
+
+  def torch(size, mode, batch_size, routing_iters, form):
+    torch_calls.append((batch_size, form))
+    return {'images_per_s': {'float32': 50.0, 'compiled_bfloat16': 150.0}[
+        form] * (1 + len(torch_calls) / 100)}
+
+  rows = list(benchmark['measure_rows'](runs, 2, ['float32',
+                                                  'compiled_bfloat16'],
+                                        ours, torch))
+  # Each (batch, form, repeat) once, not once per compute dtype.
+  assert sorted(torch_calls) == sorted(
+      [(b, f) for b in (8, 16) for f in ('float32', 'compiled_bfloat16')] * 2)
+  f32, bf16 = rows[:2]
+  assert f32['torch_float32_images_per_s'] == bf16[
+      'torch_float32_images_per_s']
+  assert bf16['speedup_vs_torch_best'] == pytest.approx(
+      300 / bf16['torch_compiled_bfloat16_images_per_s'], rel=0.02)
+  assert 'torch_best_images_per_s' not in list(benchmark['measure_rows'](
+      runs[:1], 1, ['float32'], ours, None))[0]
+
+
 def test_compiled_memory_counts_scratch_arguments_and_new_outputs():
   class Analysis:
     temp_size_in_bytes = 3 * 2**20
@@ -280,6 +320,10 @@ def test_combinations_cover_models_routings_and_sizes():
   # Chunked routing memory exists for dynamic routing only.
   assert [(r['algorithm'], r['routing_iters']) for r in runs] == [
       ('dynamic', 1), ('dynamic', 3)]
+  # compute dtypes vary innermost, for every model.
+  assert [r['compute_dtype'] for r in benchmark['combinations'](
+      ['efficient_capsnet'], ['dynamic'], ['mnist'], ['eval'], [8], [1],
+      ['full'], ['float32', 'auto'])] == ['float32', 'auto']
   assert benchmark['combinations'](['efficient_capsnet'], [], ['mnist'],
                                    ['eval'], [8], [1], ['full'])[0][
                                        'algorithm'] == 'self_attention'

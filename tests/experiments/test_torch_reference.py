@@ -54,3 +54,29 @@ def test_main_prints_one_json_row(capsys):
 def test_matmul_peak_is_a_rate(dtype):
   flops = reference['matmul_flops_per_s'](dtype, n=64, steps=3)
   assert 1e6 < flops < 1e15
+
+
+def test_forms_and_devices():
+  assert [reference['form_name'](d, c) for d in ('float32', 'bfloat16')
+          for c in (False, True)] == ['float32', 'compiled_float32',
+                                      'bfloat16', 'compiled_bfloat16']
+  assert reference['resolve_device']('cpu').type == 'cpu'
+  assert reference['resolve_device']('auto').type == (
+      'cuda' if torch.cuda.is_available() else 'cpu')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='this torch has a GPU')
+def test_asking_for_cuda_without_a_gpu_is_one_error(capsys):
+  with pytest.raises(SystemExit) as excinfo:
+    reference['main'](['--device=cuda'])
+  assert excinfo.value.code == 2
+  assert 'sees no CUDA GPU' in capsys.readouterr().err
+
+
+@pytest.mark.slow  # torch.compile takes about a minute on 2 CPU cores.
+def test_the_compiled_form_trains():
+  row = reference['measure']('train', batch=2, routing_iters=1, steps=1,
+                             warmup=1, image_size=25, compile_model=True)
+  assert (row['form'], row['compile'], row['device']) == (
+      'compiled_float32', True, 'cpu')
+  assert row['images_per_s'] > 0
