@@ -142,7 +142,9 @@ def environment() -> dict:
                 ':!experiments/results')
   device = jax.devices()[0]
   return {
-      'commit': _git('rev-parse', 'HEAD'),
+      # A copy of the tree without .git (a lent GPU machine) names it so.
+      'commit': (_git('rev-parse', 'HEAD') or
+                 os.environ.get('CAPSJAX_COMMIT')),
       'dirty': None if status is None else bool(status),
       'cpu_model': cpu_model(),
       'cpu_cores': len(os.sched_getaffinity(0)),

@@ -110,6 +110,13 @@ def _reference(ref) -> str:
   return f'{value} ({ref["label"]})'
 
 
+def machine_name(invocation: dict) -> str:
+  """The CPU model, or the accelerator's kind where the run used one."""
+  if invocation['backend'] == 'cpu':
+    return invocation['cpu_model']
+  return invocation['device_kind']
+
+
 def _machines(invocations: Sequence[dict]) -> str:
   if not invocations:
     return 'not recorded'
@@ -117,7 +124,9 @@ def _machines(invocations: Sequence[dict]) -> str:
   for inv in invocations:
     commit = (inv['commit'] or 'no git')[:10]
     dirty = ' (uncommitted changes)' if inv['dirty'] else ''
-    parts.append(f'{inv["cpu_model"]}, {inv["cpu_cores"]} cores, '
+    host = ('' if inv['backend'] == 'cpu' else
+            f'{inv["device_count"]} x {inv["device_kind"]} on ')
+    parts.append(f'{host}{inv["cpu_model"]}, {inv["cpu_cores"]} cores, '
                  f'{inv["backend"]} / `{commit}`{dirty}, jax {inv["jax"]}')
   return '; '.join(parts)
 
@@ -215,7 +224,7 @@ def readme_markdown(records: Sequence[dict]) -> str:
            '| :--- | :--- | ---: | :--- | ---: | ---: | :--- |']
   for r in sorted(records, key=lambda r: (r['table'], r['name'])):
     machine = '; '.join(sorted({
-        f'{i["cpu_model"]} ({i["backend"]})' for i in r['invocations']}))
+        f'{machine_name(i)} ({i["backend"]})' for i in r['invocations']}))
     if r.get('kind') == AFFINE:
       ref = r['reference']
       for row in r['rows']:

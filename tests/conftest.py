@@ -160,6 +160,26 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope='session', autouse=True)
+def float32_matmuls():
+  """Full float32 matmuls and convolutions on GPUs, for every test.
+
+  The tests compare float32 results with float32 and float64 references at
+  float32's tolerances. GPUs multiply float32 in TF32 (a 10-bit mantissa) by
+  default; these tests need 'highest', which is what the CPU always does, so
+  on the CPU nothing is set. The processes tests start inherit it through
+  the environment.
+  """
+  if jax.default_backend() == 'cpu':
+    yield
+    return
+  saved = jax.config.jax_default_matmul_precision
+  jax.config.update('jax_default_matmul_precision', 'highest')
+  os.environ['JAX_DEFAULT_MATMUL_PRECISION'] = 'highest'
+  yield
+  jax.config.update('jax_default_matmul_precision', saved)
+
+
+@pytest.fixture(scope='session', autouse=True)
 def shared_compilation_cache(tmp_path_factory):
   """One JAX persistent compilation cache for the test session (every
   pytest-xdist worker of it) and the processes its tests start.

@@ -166,6 +166,15 @@ def test_resolve_conv_impl():
     conv.resolve_conv_impl('fft')
 
 
+@pytest.mark.parametrize('backend, want', [('cpu', 'slices'), ('gpu', 'xla'),
+                                           ('tpu', 'xla')])
+def test_auto_conv_impl_by_backend(monkeypatch, backend, want):
+  # XLA:CPU's strided-conv gradient is the sliced form's only reason to be.
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  assert conv.resolve_conv_impl('auto') == want
+  assert conv.resolve_conv_impl('slices') == 'slices'
+
+
 def test_conv_output_size():
   assert conv.conv_output_size(28, 9, 1) == 20
   assert conv.conv_output_size(20, 9, 2) == 6

@@ -137,6 +137,24 @@ def test_the_readme_table_is_rendered_between_its_markers(tmp_path, records):
   assert [n for n in numbers if n not in numbers_of(records)] == []
 
 
+def test_a_run_on_a_gpu_names_the_gpu(tmp_path, records):
+  records[0]['invocations'][0].update(backend='gpu', device_kind='NVIDIA H200',
+                                      commit=None, dirty=None)
+  page, _ = render(tmp_path, records)
+  assert '1 x NVIDIA H200 on Imaginary CPU 7B13, 3 cores, gpu / `no git`' in (
+      page)
+  block = (tmp_path / 'out' / 'README.md').read_text()
+  assert '| NVIDIA H200 (gpu) |' in block
+  assert '| Imaginary CPU 7B13 (cpu) |' in block
+
+
+def test_a_tree_without_git_records_the_commit_it_is_told(monkeypatch):
+  monkeypatch.setattr(record, '_git', lambda *args: None)
+  monkeypatch.setenv('CAPSJAX_COMMIT', 'f' * 40)
+  env = record.environment()
+  assert (env['commit'], env['dirty']) == ('f' * 40, None)
+
+
 def test_a_readme_without_the_markers_is_a_one_line_error(tmp_path, records):
   with pytest.raises(report.errors.DataError) as excinfo:
     report.replace_readme_block('# capsjax\n', report.readme_markdown(records))
