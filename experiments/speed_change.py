@@ -283,13 +283,14 @@ def block_markdown(records: list[dict]) -> str:
   return '\n'.join(record_markdown(r) for r in records)
 
 
-def replace_block(text: str, block: str) -> str:
-  """`text` with the lines between SPEED_BEGIN and SPEED_END replaced."""
-  begin, end = text.find(SPEED_BEGIN), text.find(SPEED_END)
+def replace_block(text: str, block: str, begin_marker: str = SPEED_BEGIN,
+                  end_marker: str = SPEED_END) -> str:
+  """`text` with the lines between the two marker lines replaced."""
+  begin, end = text.find(begin_marker), text.find(end_marker)
   if begin < 0 or end < begin:
-    raise SystemExit(f'error: the page has no {SPEED_BEGIN!r} ... '
-                     f'{SPEED_END!r} lines; put them where the table goes.')
-  start = begin + len(SPEED_BEGIN)
+    raise SystemExit(f'error: the page has no {begin_marker!r} ... '
+                     f'{end_marker!r} lines; put them where the table goes.')
+  start = begin + len(begin_marker)
   return f'{text[:start]}\n{block}{text[end:]}'
 
 
