@@ -1,6 +1,6 @@
 r"""PrimaryCaps' convolution beside its own matmuls: how far above its floor.
 
-    python experiments/matmul_floor.py run --name=amd_zen4   # ~2 min on 2 cores
+    python experiments/matmul_floor.py run --name=amd_zen4   # ~1 min on 2 cores
     python experiments/matmul_floor.py render     # docs/performance.md's block
 
 `run` times, in each compute dtype, the paper's PrimaryCaps convolution
@@ -75,7 +75,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                        flag_values=flag_values)
   flags.DEFINE_list('compute_dtype', ['float32', 'bfloat16'],
                     'matmul input dtypes.', flag_values=flag_values)
-  flags.DEFINE_integer('rounds', 3, 'alternating rounds.',
+  flags.DEFINE_integer('rounds', 5, 'alternating rounds.',
                        flag_values=flag_values)
   flags.DEFINE_integer('calls', 5, 'timed calls per variant and round.',
                        flag_values=flag_values)
@@ -168,6 +168,7 @@ def run(name: str, batch: int, chunk: int, dtypes, rounds: int, calls: int,
       'peak_gflop': 2.0 * PEAK_SIZE ** 3 / 1e9,
       'times_ms': times,
   }
+  os.makedirs(records, exist_ok=True)
   path = os.path.join(records, f'{name}.json')
   workdir_lib.write_json(path, record)
   return path
