@@ -46,7 +46,6 @@ import subprocess
 import sys
 import time
 
-from capsjax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAN_NAME = 'gpu_fashion_capsnet_10ep'
@@ -316,11 +315,8 @@ def _speed_change():
 
 def render(records: str = RECORDS, page: str = PAGE) -> None:
   """Rewrites `page`'s block between GPU_BEGIN and GPU_END from the records."""
-  with open(page) as f:
-    text = f.read()
-  text = _speed_change().replace_block(
-      text, block_markdown(load_records(records)), GPU_BEGIN, GPU_END)
-  workdir_lib.write_text(page, text)
+  _speed_change().write_block(page, block_markdown(load_records(records)),
+                              GPU_BEGIN, GPU_END)
 
 
 def main(argv=None) -> int:

@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _record_script():
-  """experiments/record.py (environment(), and its loader of the others)."""
+  """experiments/record.py: environment(), and its loader of the others."""
   spec = importlib.util.spec_from_file_location(
       'record', os.path.join(ROOT, 'experiments', 'record.py'))
   module = importlib.util.module_from_spec(spec)
@@ -208,11 +208,9 @@ def block_markdown(records: list[dict]) -> str:
 
 
 def render(records: str, page: str) -> None:
-  with open(page) as f:
-    text = f.read()
-  workdir_lib.write_text(page, speed_change.replace_block(
-      text, block_markdown(speed_change.load_records(records)),
-      FLOOR_BEGIN, FLOOR_END))
+  speed_change.write_block(
+      page, block_markdown(speed_change.load_records(records)), FLOOR_BEGIN,
+      FLOOR_END)
 
 
 def main(argv):

@@ -294,11 +294,17 @@ def replace_block(text: str, block: str, begin_marker: str = SPEED_BEGIN,
   return f'{text[:start]}\n{block}{text[end:]}'
 
 
-def render(records: str, page: str) -> None:
+def write_block(page: str, block: str, begin_marker: str = SPEED_BEGIN,
+                end_marker: str = SPEED_END) -> None:
+  """Rewrites `page`'s lines between the two marker lines with `block`."""
   with open(page) as f:
     text = f.read()
-  workdir_lib.write_text(page, replace_block(
-      text, block_markdown(load_records(records))))
+  workdir_lib.write_text(page, replace_block(text, block, begin_marker,
+                                             end_marker))
+
+
+def render(records: str, page: str) -> None:
+  write_block(page, block_markdown(load_records(records)))
 
 
 def main(argv):
