@@ -19,10 +19,12 @@ def test_the_variants_compute_the_convolution_they_are_timed_against():
                              rtol=1e-5, atol=1e-5)
   # The matmuls alone: the nine kernel rows' [B*36, 2304] @ [2304, 256].
   matmuls, (patches, w_rows) = fns['matmuls']
-  assert patches.shape == (9, 4 * 36, 9 * 256) and w_rows.shape == (9, 2304, 256)
-  np.testing.assert_allclose(matmuls(patches, w_rows),
-                             np.einsum('rmk,rko->mo', patches, w_rows),
-                             rtol=1e-4, atol=1e-3)
+  assert len(patches) == len(w_rows) == 9
+  assert patches[0].shape == (4 * 36, 9 * 256) and w_rows[0].shape == (2304, 256)
+  np.testing.assert_allclose(
+      matmuls(patches, w_rows),
+      np.einsum('rmk,rko->mo', np.stack(patches), np.stack(w_rows)),
+      rtol=1e-4, atol=1e-3)
 
 
 def test_a_chunk_that_does_not_divide_the_batch_is_one_error():
