@@ -105,6 +105,10 @@ def margin_objective(outputs, batch, loss_config,
                      step=None) -> dict[str, jax.Array]:
   """The paper's loss: margin loss + weight x reconstruction loss (Sec. 4.1).
 
+  A CapsNet with a linear readout (`outputs.logits` not None) trains its
+  logits with cross-entropy in the margin loss's place, as Tsai et al.
+  (2020) train theirs (`classification_cross_entropy`).
+
   Args:
     outputs: with `scores: [B, K]` capsule lengths and `reconstructions`
       (`[B, H, W, C]`, or `[B, 2, H, W, C]` with `decoded: [B, 2]` for
@@ -117,23 +121,29 @@ def margin_objective(outputs, batch, loss_config,
     step: unused (no schedule).
 
   Returns:
-    Per-example 'loss', 'margin_loss' and 'reconstruction_loss', each `[B]`.
+    Per-example 'loss', 'margin_loss' (or 'cross_entropy' with a linear
+    readout) and 'reconstruction_loss', each `[B]`.
   """
   labels = batch['label']
   pairs = 'digits' in batch
-  targets = multi_hot(labels, outputs.scores.shape[-1]) if pairs else labels
-  margin = margin_loss(
-      outputs.scores, targets, m_plus=loss_config.m_plus,
-      m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
+  if getattr(outputs, 'logits', None) is not None:
+    name = 'cross_entropy'
+    classification = classification_cross_entropy(outputs.logits, labels)
+  else:
+    name = 'margin_loss'
+    targets = multi_hot(labels, outputs.scores.shape[-1]) if pairs else labels
+    classification = margin_loss(
+        outputs.scores, targets, m_plus=loss_config.m_plus,
+        m_minus=loss_config.m_minus, lambda_=loss_config.lambda_)
   if outputs.reconstructions is None:
-    recon = jnp.zeros_like(margin)
+    recon = jnp.zeros_like(classification)
   elif pairs:
     recon = pair_reconstruction_loss(outputs.reconstructions, batch['digits'],
                                      outputs.decoded, labels)
   else:
     recon = reconstruction_loss(outputs.reconstructions, batch['image'])
-  total = margin + loss_config.reconstruction_weight * recon
-  return {'loss': total, 'margin_loss': margin, 'reconstruction_loss': recon}
+  total = classification + loss_config.reconstruction_weight * recon
+  return {'loss': total, name: classification, 'reconstruction_loss': recon}
 
 
 def spread_margin(step, *, start: float = 0.2, end: float = 0.9,
@@ -216,14 +226,24 @@ def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jnp.sum(per_class, axis=-1)
 
 
-def cross_entropy_objective(outputs, batch, loss_config,
-                            step=None) -> dict[str, jax.Array]:
-  """The baseline CNN's loss (Section 5): cross-entropy of its logits.
+def classification_cross_entropy(logits: jax.Array,
+                                 labels: jax.Array) -> jax.Array:
+  """Cross-entropy of class logits `[B, K]` against `labels` -> `[B]`.
 
-  Softmax cross-entropy for one label per image (`label: [B]`); for two
-  digits per image (`label: [B, 2]`, MultiMNIST) a sigmoid per class with
+  Softmax cross-entropy for one label per image (`labels: [B]`); for two
+  digits per image (`labels: [B, 2]`, MultiMNIST) a sigmoid per class with
   both labels as targets, as the paper's official code trains its
   MultiMNIST baseline.
+  """
+  if labels.ndim == 2:
+    return sigmoid_cross_entropy(logits, multi_hot(labels, logits.shape[-1]))
+  return softmax_cross_entropy(logits, labels)
+
+
+def cross_entropy_objective(outputs, batch, loss_config,
+                            step=None) -> dict[str, jax.Array]:
+  """The baseline CNN's loss (Section 5): cross-entropy of its logits
+  (`classification_cross_entropy`).
 
   Args:
     outputs: with `scores: [B, K]` logits.
@@ -235,10 +255,5 @@ def cross_entropy_objective(outputs, batch, loss_config,
     `{'loss': [B]}`.
   """
   del loss_config, step
-  labels = batch['label']
-  if labels.ndim == 2:
-    loss = sigmoid_cross_entropy(
-        outputs.scores, multi_hot(labels, outputs.scores.shape[-1]))
-  else:
-    loss = softmax_cross_entropy(outputs.scores, labels)
-  return {'loss': loss}
+  return {'loss': classification_cross_entropy(outputs.scores,
+                                               batch['label'])}

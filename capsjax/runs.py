@@ -130,6 +130,7 @@ ADDED_FIELDS = {
     'model.routing_memory': 'full',
     'model.routing_chunk': 128,
     'model.num_targets': 1,
+    'model.readout': 'length',
     'dataset.image_feature': 'image',
     'dataset.label_feature': 'label',
     'dataset.read_size': 0,

@@ -103,6 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.routing_chunk = 8
   # Digits per image: 2 for MultiMNIST (each reconstructed from its capsule).
   config.model.num_targets = 1
+  # Class scores: 'length' (the paper's ||v_j||, margin loss) or 'linear'
+  # (Tsai et al. 2020: a linear layer on each class capsule, cross-entropy);
+  # inverted dot-product routing needs 'linear' (docs/routing.md).
+  config.model.readout = 'length'
   # model.name='baseline_cnn' (configs/baseline_mnist.py): the paper's CNN,
   # 5x5 stride-1 ReLU convolutions, fully connected ReLU layers, dropout.
   config.model.cnn_channels = (256, 256, 128)

@@ -136,6 +136,15 @@ EXPERIMENTS = {
         ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
          '--config.model.routing=inverted_dot_product',
          '--config.model.routing_iters=2'), scale=_SAME_BUDGET),
+    # The same with Tsai et al.'s readout: a linear layer on each class
+    # capsule, cross-entropy (the length scores above cannot learn).
+    'fashion_inverted_dot_product2_linear': _experiment(
+        FASHION_MODELS,
+        'CapsNet, inverted dot-product routing, 2 iterations, linear readout',
+        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
+         '--config.model.routing=inverted_dot_product',
+         '--config.model.routing_iters=2', '--config.model.readout=linear'),
+        scale=_SAME_BUDGET),
     'fashion_efficient_capsnet': _experiment(
         FASHION_MODELS, 'Efficient-CapsNet, self-attention routing',
         ('--config=configs/fashion_mnist.py:efficient_capsnet', *_FASHION,

@@ -448,7 +448,7 @@ def visualize(workdir: str, out: str | None = None) -> dict[str, str]:
   reconstruct = run.config.loss.reconstruction_weight > 0
   outputs = forward(run, test.images[chosen], reconstruct=reconstruct,
                     return_couplings=True)
-  predicted = np.argmax(outputs.lengths, -1)
+  predicted = np.argmax(outputs.scores, -1)
   labels = test.labels[chosen]
   logging.info('Step %d of %s; figures for test examples %s.', run.step,
                run.workdir, chosen.tolist())

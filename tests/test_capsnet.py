@@ -127,6 +127,37 @@ def test_scores_are_the_capsule_lengths():
   assert out.scores is lengths
 
 
+def test_scores_are_the_logits_of_a_linear_readout():
+  lengths, logits = jnp.arange(6.0).reshape(2, 3), -jnp.arange(6.0).reshape(2, 3)
+  out = capsnet.CapsNetOutput(jnp.zeros((2, 3, 4)), lengths, None, None,
+                              logits=logits)
+  assert out.scores is logits
+
+
+@pytest.mark.slow  # compiles a whole model
+def test_linear_readout_is_one_shared_layer_and_picks_the_capsule_decoded():
+  # Tsai et al. (2020): one Linear(D, 1) for every class capsule.
+  model = _model(readout='linear', routing='inverted_dot_product',
+                 routing_iters=2)
+  images, params = _init(model, batch=4)
+  readout = params['params']['readout']
+  assert readout['kernel'].shape == (SMALL['digit_dim'], 1)
+  # A bias far from zero, so the logits are not just the kernel's projection.
+  readout['bias'] = jnp.array([0.5])
+  readout['kernel'] = jax.random.normal(jax.random.key(2),
+                                        readout['kernel'].shape)
+  out = _apply(model, params, images)
+  want = np.einsum('bkd,d->bk', out.capsules, readout['kernel'][:, 0]) + 0.5
+  np.testing.assert_allclose(out.logits, want, rtol=1e-5, atol=1e-6)
+  assert out.scores is out.logits
+  # At test time the decoder sees the highest-scoring class's capsule.
+  decoder = layers.Decoder((28, 28, 1), SMALL['decoder_hidden'])
+  decoded = decoder.apply({'params': params['params']['decoder']},
+                          out.capsules, jnp.argmax(out.logits, -1))
+  np.testing.assert_allclose(out.reconstructions, decoded, rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_capsule_grid_is_the_primary_grid():
   assert _model(input_shape=(32, 32, 3)).capsule_grid() == (8, 8)
   assert capsnet.primary_grid((36, 28, 1), 9, 9, 2) == (10, 6)

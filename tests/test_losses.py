@@ -98,6 +98,8 @@ def test_accepts_python_lists():
 
 # What an objective reads of a model's outputs.
 Outputs = collections.namedtuple('Outputs', 'scores reconstructions')
+CapsOutputs = collections.namedtuple('CapsOutputs',
+                                     'scores logits reconstructions')
 
 
 def test_margin_objective_reads_each_constant_from_the_config():
@@ -121,6 +123,27 @@ def test_margin_objective_reads_each_constant_from_the_config():
   np.testing.assert_allclose(got['reconstruction_loss'], [1.0, 1.0],
                              rtol=1e-6)
   np.testing.assert_allclose(got['loss'], margin + 0.01, rtol=1e-6)
+
+
+def test_margin_objective_trains_a_linear_readout_with_cross_entropy():
+  # Tsai et al. (2020): a CapsNet whose scores are logits is trained with
+  # softmax cross-entropy in the margin loss's place; the reconstruction
+  # term stays.
+  logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]], np.float32)
+  labels = np.array([0, 1])
+  outputs = CapsOutputs(scores=jnp.asarray(logits), logits=jnp.asarray(logits),
+                        reconstructions=jnp.zeros((2, 2, 2, 1)))
+  config = ml_collections.ConfigDict({'m_plus': 0.9, 'm_minus': 0.1,
+                                      'lambda_': 0.5,
+                                      'reconstruction_weight': 0.01})
+  got = losses.margin_objective(
+      outputs, {'label': jnp.asarray(labels),
+                'image': jnp.full((2, 2, 2, 1), 0.5)}, config)
+  z = logits.astype(np.float64)
+  want = np.log(np.exp(z).sum(-1)) - z[np.arange(2), labels]
+  assert 'margin_loss' not in got
+  np.testing.assert_allclose(got['cross_entropy'], want, rtol=1e-5)
+  np.testing.assert_allclose(got['loss'], want + 0.01, rtol=1e-5)
 
 
 # ------------------------------------------ two digits per image (MultiMNIST) --

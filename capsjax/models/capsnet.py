@@ -23,24 +23,29 @@ class CapsNetOutput(NamedTuple):
   """What `CapsNet` returns.
 
   capsules:        `[B, K, D]` DigitCaps vectors v_j.
-  lengths:         `[B, K]` their lengths ||v_j||, the class scores.
+  lengths:         `[B, K]` their lengths ||v_j||, the class scores unless
+                   the model has a linear readout.
   reconstructions: `[B, H, W, C]` decoder output, or None if not asked for.
   couplings:       `[B, r, num_primary, K]` coupling coefficients of every
                    routing iteration, or None if not asked for.
   decoded:         with `num_targets` 2, the `[B, 2]` classes whose capsules
                    the two reconstructions `[B, 2, H, W, C]` came from;
                    otherwise None.
+  logits:          with `readout` 'linear', the `[B, K]` class logits, which
+                   are then the class scores; otherwise None.
   """
   capsules: jax.Array
   lengths: jax.Array
   reconstructions: Optional[jax.Array]
   couplings: Optional[jax.Array]
   decoded: Optional[jax.Array] = None
+  logits: Optional[jax.Array] = None
 
   @property
   def scores(self) -> jax.Array:
-    """`[B, K]` class scores, the name every model's output shares."""
-    return self.lengths
+    """`[B, K]` class scores, the name every model's output shares: the
+    logits of a linear readout, else the capsule lengths."""
+    return self.lengths if self.logits is None else self.logits
 
 
 def primary_grid(input_shape: Sequence[int], conv1_kernel: int,
@@ -73,7 +78,8 @@ class CapsNet(nn.Module):
   """The paper's three-layer CapsNet with its reconstruction decoder.
 
   ReLU Conv1 -> PrimaryCaps (squashed) -> DigitCaps (dynamic routing) ->
-  lengths as class scores; the decoder reconstructs the image from the DigitCaps
+  lengths as class scores (or a linear readout, `readout`); the decoder
+  reconstructs the image from the DigitCaps
   masked to one class. The defaults are the paper's MNIST network (28x28x1:
   Conv1 256@20x20, 32x6x6 = 1152 8D primary capsules, 10 16D digit capsules).
 
@@ -97,6 +103,12 @@ class CapsNet(nn.Module):
     routing_chunk: input capsules per chunk for routing_memory='chunked'.
     num_targets: digits per image: 1, or 2 for MultiMNIST, where each digit
       is reconstructed from its own masked capsule (Section 6).
+    readout: how class scores are read from the DigitCaps: 'length' (the
+      paper: ||v_j||, trained with the margin loss) or 'linear' (Tsai et al.
+      2020: one linear layer `[D] -> 1` shared by the class capsules gives
+      each class a logit, trained with cross-entropy). Inverted dot-product
+      routing ends in a layer norm that gives every capsule the same length
+      before its shared scale and offset, so it needs 'linear'.
   """
   num_classes: int = 10
   input_shape: Sequence[int] = (28, 28, 1)
@@ -115,6 +127,7 @@ class CapsNet(nn.Module):
   routing_memory: str = 'full'
   routing_chunk: int = 8
   num_targets: int = 1
+  readout: str = 'length'
 
   def capsule_grid(self) -> tuple[int, int]:
     """The (H', W') grid of the primary capsules routed to DigitCaps.
@@ -147,7 +160,8 @@ class CapsNet(nn.Module):
       images: `[B, H, W, C]`.
       labels: `[B]` int (`[B, 2]` with `num_targets` 2). If given, the
         decoder sees the capsule of the true label (training); if None, the
-        longest capsule (the two longest with `num_targets` 2; test time).
+        highest-scoring capsule (the two highest with `num_targets` 2; test
+        time).
       train: part of every model's interface (`MODELS`); CapsNet has no
         dropout or batch statistics, so it changes nothing here.
       reconstruct: run the decoder.
@@ -173,25 +187,31 @@ class CapsNet(nn.Module):
     if return_couplings:
       digits, couplings = digits
     lengths = ops.safe_norm(digits)
+    logits = None
+    if self.readout == 'linear':
+      logits = nn.Dense(1, name='readout')(digits)[..., 0]
+    scores = lengths if logits is None else logits
 
     reconstructions = decoded = None
     if reconstruct or self.is_initializing():
       decoder = layers.Decoder(tuple(self.input_shape),
                                tuple(self.decoder_hidden), name='decoder')
       if self.num_targets == 1:
-        select = jnp.argmax(lengths, axis=-1) if labels is None else labels
+        select = jnp.argmax(scores, axis=-1) if labels is None else labels
         reconstructions = decoder(digits, select.reshape(-1))
       else:
-        decoded = (jax.lax.top_k(lengths, self.num_targets)[1]
+        decoded = (jax.lax.top_k(scores, self.num_targets)[1]
                    if labels is None or labels.ndim == 1 else labels)
         # One decoder, called once per digit: the weights are shared.
         reconstructions = jnp.stack(
             [decoder(digits, decoded[:, t]) for t in range(self.num_targets)],
             axis=1)
-    return CapsNetOutput(digits, lengths, reconstructions, couplings, decoded)
+    return CapsNetOutput(digits, lengths, reconstructions, couplings, decoded,
+                         logits)
 
 
 _INT = checks.int_at_least
+READOUTS = ('length', 'linear')
 
 # config.model field -> its check, `check(value, 'model.FIELD') -> value`.
 FIELDS = {
@@ -214,6 +234,7 @@ FIELDS = {
     'routing_chunk': _INT,
     'num_targets': functools.partial(checks.choice, allowed=(1, 2),
                                      why=' (digits per image)'),
+    'readout': functools.partial(checks.choice, allowed=READOUTS),
 }
 
 

@@ -350,7 +350,8 @@ def test_a_table_key_names_every_run_of_its_tables_in_plan_order():
   plan, tables = record.load_plan(), record.load_tables()
   assert record.table_names('fashion_models', plan, tables) == [
       'fashion_dynamic1', 'fashion_dynamic3', 'fashion_self_attention',
-      'fashion_inverted_dot_product2', 'fashion_efficient_capsnet',
+      'fashion_inverted_dot_product2', 'fashion_inverted_dot_product2_linear',
+      'fashion_efficient_capsnet',
       'fashion_matrix_capsnet_em', 'fashion_baseline_cnn']
   # The matched test comes after the two runs it tests.
   assert record.table_names('affine', plan, tables) == [
