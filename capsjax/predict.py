@@ -5,8 +5,9 @@ r"""Classifies image files with a trained run.
 Loads WORKDIR/config.json and the newest checkpoint, reads each image (a
 directory means every PNG/JPEG under it) exactly as the run's data source
 prepared its training images, and prints per image the predicted class, the
-class scores (capsule lengths for a CapsNet) and the top 2. Class names are
-used when the data source has them (folder names, tfds label names).
+class scores (a CapsNet's capsule lengths, or its logits with readout=linear)
+and the top 2. Class names are used when the data source has them (folder
+names, tfds label names).
 
   --json                     one JSON document instead of text
   --save_reconstructions=DIR the decoder's reconstruction of each image, as PNG

@@ -318,8 +318,9 @@ def predict(workdir: str, args: Sequence[str], *,
     A JSON-ready dict: `workdir`, `step`, `dataset`, `class_names` (or
     None), and `predictions`, one per image in order: `image` (its path),
     `predicted` and `top` (`{'class', 'name', 'score'}`, best first, 2 of
-    them), `scores` (`[K]`, one per class; capsule lengths for a CapsNet) and
-    `reconstruction` (the PNG written, or None).
+    them), `scores` (`[K]`, one per class: a CapsNet's capsule lengths, or
+    its logits with readout='linear') and `reconstruction` (the PNG
+    written, or None).
 
   Raises:
     errors.UserError: no workdir or checkpoint, an unreadable or missing
@@ -368,8 +369,8 @@ def format_text(result: dict[str, Any]) -> str:
   """The human-readable report of `predict`'s result, one block per image."""
   names = result['class_names']
   lines = [f'{result["workdir"]} at step {result["step"]} '
-           f'({result["dataset"]}); scores per class are the model\'s '
-           f'(capsule lengths for a CapsNet):']
+           f'({result["dataset"]}); scores per class are the model\'s (a '
+           'CapsNet\'s capsule lengths, or its logits with readout=linear):']
   for p in result['predictions']:
     top = ', '.join(f'{_label(t)} {t["score"]:.3f}' for t in p['top'])
     lines.append(f'{p["image"]}: {_label(p["predicted"])}; top-2: {top}')

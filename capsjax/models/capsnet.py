@@ -79,8 +79,7 @@ class CapsNet(nn.Module):
 
   ReLU Conv1 -> PrimaryCaps (squashed) -> DigitCaps (dynamic routing) ->
   lengths as class scores (or a linear readout, `readout`); the decoder
-  reconstructs the image from the DigitCaps
-  masked to one class. The defaults are the paper's MNIST network (28x28x1:
+  reconstructs the image from the DigitCaps masked to one class. The defaults are the paper's MNIST network (28x28x1:
   Conv1 256@20x20, 32x6x6 = 1152 8D primary capsules, 10 16D digit capsules).
 
   Attributes:
