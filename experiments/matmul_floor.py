@@ -28,17 +28,13 @@ import time
 from absl import app
 from absl import flags
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from capsjax import cpu_runtime
-
-cpu_runtime.configure()  # As the training CLI does; before JAX starts.
-
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
 from capsjax import conv
+from capsjax import cpu_runtime
 from capsjax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,6 +214,7 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in ('run', 'render'):
     raise app.UsageError('usage: matmul_floor.py run|render [flags]')
   if argv[1] == 'run':
+    cpu_runtime.configure()  # As the training CLI does; before JAX starts.
     path = run(FLAGS.name, FLAGS.batch, FLAGS.chunk, FLAGS.compute_dtype,
                FLAGS.rounds, FLAGS.calls, FLAGS.records)
     print(f'wrote {path}')
