@@ -701,11 +701,13 @@ def main(argv):
       sys.exit(f'error: --{name} has {", ".join(sorted(unknown)) or "none"}; '
                f'choose from {", ".join(allowed)}.')
   algorithms = [a for a in FLAGS.routing if a]
-  unknown = sorted(set(algorithms) - set(routing_lib.ROUTINGS))
+  # The vector routings, and each model's own (EM for the matrix capsules).
+  allowed = {**routing_lib.ROUTINGS,
+             **{load_config(m).model.routing: None for m in FLAGS.model}}
+  unknown = sorted(set(algorithms) - set(allowed))
   if unknown:
     sys.exit(f'error: --routing has {", ".join(unknown)}; choose from '
-             f'{", ".join(routing_lib.ROUTINGS)} (iterations are '
-             f'--routing_iters).')
+             f'{", ".join(allowed)} (iterations are --routing_iters).')
   modes = [FLAGS.mode] if FLAGS.mode else ['train', 'eval']
   if FLAGS.child:
     print(json.dumps(measure(

@@ -364,3 +364,10 @@ def test_cli_runs_each_model_and_routing_in_a_child():
   rows = [json.loads(l) for l in proc.stdout.splitlines()][1:]
   assert [(r['model'], r['routing'], r['size'], r['batch']) for r in rows] == [
       ('efficient_capsnet', 'dynamic', 'cifar10', 2)]
+  # A model whose routing is its own (EM), named by its config.
+  proc = _cli('--model=matrix_capsnet_em', '--mode=eval', '--batch=2',
+              '--routing_iters=1', '--memory_only', '--json')
+  assert proc.returncode == 0, proc.stderr
+  rows = [json.loads(l) for l in proc.stdout.splitlines()][1:]
+  assert [(r['model'], r['routing']) for r in rows] == [
+      ('matrix_capsnet_em', 'em')]
