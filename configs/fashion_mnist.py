@@ -50,8 +50,8 @@ def get_config(arg: str = ''):
     config.model = other.model
     config.loss = other.loss
     if arg == 'matrix_capsnet_em':
-      # Its votes are large (tens of MB per example): train in parts. With
-      # parts of 32 the kernel killed the run for memory at 24 GiB.
+      # Its votes are large (tens of MB per example): train in parts, of 8
+      # as the fastest measured on CPU (docs/performance.md).
       config.microbatch_size = 8
       config.eval_batch_size = 64
   elif arg:
