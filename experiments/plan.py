@@ -126,6 +126,19 @@ EXPERIMENTS = {
         FASHION_MODELS, 'CapsNet, dynamic routing, 3 iterations',
         ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1)),
         scale=_SAME_BUDGET),
+    # With fashion_dynamic1/3, the paper's Table 1 (routing iterations x
+    # reconstruction loss) on Fashion-MNIST at this budget, one seed each.
+    'fashion_dynamic1_norecon': _experiment(
+        FASHION_MODELS,
+        'CapsNet, dynamic routing, 1 iteration, no reconstruction loss',
+        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
+         '--config.model.routing_iters=1',
+         '--config.loss.reconstruction_weight=0'), scale=_SAME_BUDGET),
+    'fashion_dynamic3_norecon': _experiment(
+        FASHION_MODELS,
+        'CapsNet, dynamic routing, 3 iterations, no reconstruction loss',
+        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
+         '--config.loss.reconstruction_weight=0'), scale=_SAME_BUDGET),
     'fashion_self_attention': _experiment(
         FASHION_MODELS, 'CapsNet, self-attention routing',
         ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),

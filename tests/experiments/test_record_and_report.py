@@ -246,6 +246,21 @@ def test_every_planned_experiment_builds_a_valid_config():
           ('capsnet', 'inverted_dot_product', 2),
           ('efficient_capsnet', 'self_attention', 1),
           ('matrix_capsnet_em', 'em', 3)} <= models
+  # The paper's Table 1 on Fashion-MNIST: every cell of routing iterations
+  # x reconstruction loss, each alike otherwise.
+  cells = {}
+  for name in record.table_names('fashion_models', plan,
+                                 record.load_tables()):
+    config = record.parse_config(plan[name]['args'])
+    if (config.model.name == 'capsnet' and config.model.routing == 'dynamic'
+        and config.model.readout == 'length'):
+      cell = (config.model.routing_iters,
+              config.loss.reconstruction_weight > 0)
+      config.model.routing_iters = 3
+      config.loss.reconstruction_weight = 0.0005
+      cells[cell] = config.to_json()
+  assert set(cells) == {(1, False), (1, True), (3, False), (3, True)}
+  assert len(set(cells.values())) == 1
   fashion = record.parse_config(plan['fashion_capsnet_10ep']['args'])
   assert fashion.dataset.random_flip and fashion.dataset.source == 'idx'
   assert fashion.num_train_steps * fashion.batch_size // 60_000 == 10
@@ -349,7 +364,8 @@ def test_an_affine_record_holds_the_rows_of_the_evaluation(tmp_path,
 def test_a_table_key_names_every_run_of_its_tables_in_plan_order():
   plan, tables = record.load_plan(), record.load_tables()
   assert record.table_names('fashion_models', plan, tables) == [
-      'fashion_dynamic1', 'fashion_dynamic3', 'fashion_self_attention',
+      'fashion_dynamic1', 'fashion_dynamic3', 'fashion_dynamic1_norecon',
+      'fashion_dynamic3_norecon', 'fashion_self_attention',
       'fashion_inverted_dot_product2', 'fashion_inverted_dot_product2_linear',
       'fashion_efficient_capsnet',
       'fashion_matrix_capsnet_em', 'fashion_baseline_cnn']
