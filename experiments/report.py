@@ -147,7 +147,9 @@ def table_markdown(title: str, records: Sequence[dict]) -> str:
         f'{s["num_params"]:,} | {s["steps"]} | {_number(epochs, ".2f")} | '
         f'{_number(s["train_images_per_s"], ".1f")} | '
         f'{s["wall_s"] / 60:.1f} |')
-  lines += ['', f'![Test accuracy per epoch: {title}]({FIGURES}/'
+  figure = ('Test accuracy per epoch' if curves(records) else
+            'Test accuracy after training')
+  lines += ['', f'![{figure}: {title}]({FIGURES}/'
                 f'{slug(title)}.png)', '', 'Machine and code of each run '
                 '(CPU, backend / commit, JAX):', '']
   lines += [f'- {r["row"]}: {_machines(r["invocations"])}' for r in records]
@@ -259,19 +261,38 @@ def replace_readme_block(text: str, block: str) -> str:
   return f'{text[:start]}\n{block}{text[end:]}'
 
 
+def curves(records: Sequence[dict]) -> bool:
+  """Whether the table's figure is curves: some run was evaluated more than
+  once (a table of one evaluation per run gets bars)."""
+  return any(len(r['evaluations']) > 1 for r in records)
+
+
 def plot(title: str, records: Sequence[dict], path: str) -> None:
-  """Test accuracy (%) against epoch, one line per record."""
+  """Test accuracy (%) against epoch, one line per record; or, when every
+  record has one evaluation, its final test accuracy as one bar per record."""
   with plt.style.context('default'), matplotlib.rc_context(_RC):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r in records:
-      ax.plot([e['epoch'] for e in r['evaluations']],
-              [100 * e['accuracy'] for e in r['evaluations']], marker='o',
-              label=r['row'])
+    if curves(records):
+      fig, ax = plt.subplots(figsize=(6, 3.5))
+      for r in records:
+        ax.plot([e['epoch'] for e in r['evaluations']],
+                [100 * e['accuracy'] for e in r['evaluations']], marker='o',
+                label=r['row'])
+      ax.set_xlabel('epoch')
+      ax.set_ylabel('test accuracy (%)')
+      ax.legend(fontsize=7)
+    else:
+      # One bar per row, top to bottom in the table's order.
+      fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(records)))
+      accuracies = [100 * r['summary']['test_accuracy'] for r in records]
+      bars = ax.barh(range(len(records)), accuracies, color='tab:blue')
+      ax.bar_label(bars, fmt='%.2f', fontsize=7, padding=2)
+      ax.set_yticks(range(len(records)), [r['row'] for r in records],
+                    fontsize=7)
+      ax.invert_yaxis()
+      ax.set_xlim(0, 105)
+      ax.set_xlabel('test accuracy (%)')
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('test accuracy (%)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     fig.tight_layout()
     workdir_lib.write_figure(path, fig)
 

@@ -439,3 +439,22 @@ def test_an_interrupted_run_resumes_and_is_recorded_once(tmp_path,
   again = record.record('tiny', entry, workdir, results)
   assert again == first
   assert open(path, 'rb').read() == before
+
+
+def test_a_table_of_one_evaluation_per_run_gets_bars(tmp_path, records,
+                                                      monkeypatch):
+  figures = {}
+  monkeypatch.setattr(report.workdir_lib, 'write_figure',
+                      lambda path, fig: figures.update({path: fig}))
+  single = [dict(r, evaluations=r['evaluations'][-1:]) for r in records]
+  report.plot('Table A', single[1:], str(tmp_path / 'bars.png'))
+  report.plot('Table A', records[1:], str(tmp_path / 'curves.png'))
+  bars = figures[str(tmp_path / 'bars.png')].axes[0]
+  # One bar per run, in the table's order, as long as its test accuracy.
+  assert [p.get_width() for p in bars.patches] == pytest.approx(
+      [100 * r['summary']['test_accuracy'] for r in single[1:]])
+  assert [t.get_text() for t in bars.get_yticklabels()] == ['CNN', 'CapsNet']
+  assert not figures[str(tmp_path / 'curves.png')].axes[0].patches
+  page = report.page_markdown(single)
+  assert '![Test accuracy after training: Table A]' in page
+  assert '![Test accuracy per epoch: Table A]' in report.page_markdown(records)
