@@ -77,6 +77,17 @@ TABLES = {
 _SAME_BUDGET = ('1 epoch each (469 steps of 128), Adam 1e-3 x0.96 every 2,000 '
                 'steps; no published Fashion-MNIST numbers for these settings')
 
+
+def _same_budget(row, *overrides, config=''):
+  """A row of FASHION_MODELS: configs/fashion_mnist.py (with its argument
+  `config`, e.g. ':efficient_capsnet') for one epoch with flips, then the
+  `overrides`."""
+  return _experiment(
+      FASHION_MODELS, row,
+      (f'--config=configs/fashion_mnist.py{config}', *_FASHION, *_schedule(1),
+       *overrides), scale=_SAME_BUDGET)
+
+
 _MULTIMNIST_STEPS = ('--config.num_train_steps=600',
                      '--config.eval_every_steps=150',
                      '--config.checkpoint_every_steps=150')
@@ -118,61 +129,44 @@ EXPERIMENTS = {
         GPU, 'CapsNet, dynamic routing, 3 iterations',
         _FASHION_10EP_ARGS,
         scale='as fashion_capsnet_10ep', reference=_CAPSNET_KERAS),
-    'fashion_dynamic1': _experiment(
-        FASHION_MODELS, 'CapsNet, dynamic routing, 1 iteration',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.routing_iters=1'), scale=_SAME_BUDGET),
-    'fashion_dynamic3': _experiment(
-        FASHION_MODELS, 'CapsNet, dynamic routing, 3 iterations',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1)),
-        scale=_SAME_BUDGET),
+    'fashion_dynamic1': _same_budget(
+        'CapsNet, dynamic routing, 1 iteration',
+        '--config.model.routing_iters=1'),
+    'fashion_dynamic3': _same_budget('CapsNet, dynamic routing, 3 iterations'),
     # With fashion_dynamic1/3, the paper's Table 1 (routing iterations x
     # reconstruction loss) on Fashion-MNIST at this budget, one seed each.
-    'fashion_dynamic1_norecon': _experiment(
-        FASHION_MODELS,
+    'fashion_dynamic1_norecon': _same_budget(
         'CapsNet, dynamic routing, 1 iteration, no reconstruction loss',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.routing_iters=1',
-         '--config.loss.reconstruction_weight=0'), scale=_SAME_BUDGET),
-    'fashion_dynamic3_norecon': _experiment(
-        FASHION_MODELS,
+        '--config.model.routing_iters=1',
+        '--config.loss.reconstruction_weight=0'),
+    'fashion_dynamic3_norecon': _same_budget(
         'CapsNet, dynamic routing, 3 iterations, no reconstruction loss',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.loss.reconstruction_weight=0'), scale=_SAME_BUDGET),
-    'fashion_self_attention': _experiment(
-        FASHION_MODELS, 'CapsNet, self-attention routing',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.routing=self_attention',
-         '--config.model.routing_iters=1'), scale=_SAME_BUDGET),
-    'fashion_inverted_dot_product2': _experiment(
-        FASHION_MODELS, 'CapsNet, inverted dot-product routing, 2 iterations',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.routing=inverted_dot_product',
-         '--config.model.routing_iters=2'), scale=_SAME_BUDGET),
+        '--config.loss.reconstruction_weight=0'),
+    'fashion_self_attention': _same_budget(
+        'CapsNet, self-attention routing',
+        '--config.model.routing=self_attention',
+        '--config.model.routing_iters=1'),
+    'fashion_inverted_dot_product2': _same_budget(
+        'CapsNet, inverted dot-product routing, 2 iterations',
+        '--config.model.routing=inverted_dot_product',
+        '--config.model.routing_iters=2'),
     # The same with Tsai et al.'s readout: a linear layer on each class
     # capsule, cross-entropy (the length scores above cannot learn).
-    'fashion_inverted_dot_product2_linear': _experiment(
-        FASHION_MODELS,
+    'fashion_inverted_dot_product2_linear': _same_budget(
         'CapsNet, inverted dot-product routing, 2 iterations, linear readout',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.routing=inverted_dot_product',
-         '--config.model.routing_iters=2', '--config.model.readout=linear'),
-        scale=_SAME_BUDGET),
-    'fashion_efficient_capsnet': _experiment(
-        FASHION_MODELS, 'Efficient-CapsNet, self-attention routing',
-        ('--config=configs/fashion_mnist.py:efficient_capsnet', *_FASHION,
-         *_schedule(1)), scale=_SAME_BUDGET),
-    'fashion_matrix_capsnet_em': _experiment(
-        FASHION_MODELS, 'Matrix capsules, EM routing, 3 iterations',
-        ('--config=configs/fashion_mnist.py:matrix_capsnet_em', *_FASHION,
-         *_schedule(1),
-         # The spread loss's margin reaches 0.9 half way, as on smallNORB.
-         f'--config.loss.spread_margin_steps={_EPOCH // 2}'),
-        scale=_SAME_BUDGET),
-    'fashion_baseline_cnn': _experiment(
-        FASHION_MODELS, 'Baseline CNN (the paper\'s, 35.4M parameters)',
-        ('--config=configs/fashion_mnist.py', *_FASHION, *_schedule(1),
-         '--config.model.name=baseline_cnn'), scale=_SAME_BUDGET),
+        '--config.model.routing=inverted_dot_product',
+        '--config.model.routing_iters=2', '--config.model.readout=linear'),
+    'fashion_efficient_capsnet': _same_budget(
+        'Efficient-CapsNet, self-attention routing',
+        config=':efficient_capsnet'),
+    'fashion_matrix_capsnet_em': _same_budget(
+        'Matrix capsules, EM routing, 3 iterations',
+        # The spread loss's margin reaches 0.9 half way, as on smallNORB.
+        f'--config.loss.spread_margin_steps={_EPOCH // 2}',
+        config=':matrix_capsnet_em'),
+    'fashion_baseline_cnn': _same_budget(
+        'Baseline CNN (the paper\'s, 35.4M parameters)',
+        '--config.model.name=baseline_cnn'),
     'multimnist_capsnet': _experiment(
         MULTIMNIST, 'CapsNet, dynamic routing, 3 iterations',
         ('--config=configs/multimnist.py', *_EMBEDDED,
